@@ -1,0 +1,34 @@
+"""`mindex`: replay, run, and (as later issues add them) status, backup, restore, drill, search, metrics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="mindex", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("replay", help="serve recorded API responses on loopback, with fault injection",
+                   add_help=False)
+    run = sub.add_parser("run", help="the main job: sync every source into MINDEX (what `make run` does)")
+    run.add_argument("--replay-dir", default=os.environ.get("MINDEX_REPLAY_DIR") or None,
+                     help="serve these recorded responses on loopback and run against them "
+                          "(default: $MINDEX_REPLAY_DIR; unset = the real APIs)")
+    if argv and argv[0] == "replay":
+        from mindex.replay.cli import main as replay_main
+
+        return replay_main(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        from mindex.run import run_main_job
+
+        return run_main_job(args.replay_dir)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

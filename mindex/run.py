@@ -1,0 +1,103 @@
+"""The main job: sync every source's open partitions and snapshots, then the derived MINDEX tables.
+
+It runs the same jobs the daemon's schedules run, in this process, against the Dagster instance in
+DAGSTER_HOME, so every run, materialization and its metadata shows in the UI afterwards. With
+``MINDEX_REPLAY_DIR`` it first starts the replay server on free loopback ports and points every client at it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from mindex.home import ensure_dagster_home
+
+DERIVED_JOB = "mindex_derived"
+# Dagster logs every event at DEBUG to the console; the summary below is what a person wants to read.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class JobOutcome:
+    job: str
+    partitions: str
+    success: bool
+    seconds: float
+    error: str | None = None
+
+
+def plan(now: datetime, instance: dg.DagsterInstance) -> list[tuple[str, dict[str, str], str]]:
+    """The same runs the schedules would request now: each source's open partition(s), snapshots, derived."""
+    from sensors.schedules import (
+        SNAPSHOT_JOBS,
+        SYNC_JOBS,
+        mirror_asset_key,
+        range_tags,
+        refresh_partition_keys,
+    )
+
+    steps = []
+    for source in SYNC_JOBS:
+        keys = refresh_partition_keys(source, now, instance.get_materialized_partitions(mirror_asset_key(source)))
+        steps.append((f"{source}_sync", range_tags(keys), f"{keys[0]}..{keys[-1]}"))
+    for source in SNAPSHOT_JOBS:
+        steps.append((f"{source}_snapshot", {}, "snapshot"))
+    steps.append((DERIVED_JOB, {}, "-"))
+    return steps
+
+
+def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
+    ensure_dagster_home()
+    replay = None
+    if replay_dir:
+        from mindex.replay import ReplayServer
+
+        replay = ReplayServer(Path(replay_dir)).start()
+        for source in replay.sources:
+            os.environ[f"{source.upper()}_BASE_URL"] = replay.base_url(source)
+            print(f"replay: {source} answered at {replay.base_url(source)}", file=out)
+    try:
+        # Build definitions only now, so the resources see the replay URLs.
+        from mycosoft_assets.definitions import build_definitions
+
+        defs = build_definitions()
+        outcomes = []
+        with dg.DagsterInstance.get() as instance:
+            for job_name, tags, partitions in plan(datetime.now(UTC), instance):
+                started = time.monotonic()
+                result = defs.resolve_job_def(job_name).execute_in_process(
+                    instance=instance, tags=tags, raise_on_error=False, run_config=QUIET_LOGS)
+                error = None
+                if not result.success:
+                    failures = [e for e in result.all_events if e.is_step_failure]
+                    error = failures[0].event_specific_data.error.message.strip() if failures else "run failed"
+                outcomes.append(JobOutcome(job_name, partitions, result.success, time.monotonic() - started,
+                                           error))
+                print(f"{'ok  ' if result.success else 'FAIL'} {job_name:<22} {partitions:<24} "
+                      f"{outcomes[-1].seconds:6.1f} s  run {result.run_id[:8]}"
+                      + (f"\n     {error}" if error else ""), file=out)
+            print_materializations(defs, instance, out)
+        return 0 if all(o.success for o in outcomes) else 1
+    finally:
+        if replay is not None:
+            replay.stop()
+
+
+def print_materializations(defs: dg.Definitions, instance: dg.DagsterInstance, out=sys.stdout) -> None:
+    print(f"\n{'asset':<34} {'last materialized (UTC)':<26} {'row_count':>10}  partition", file=out)
+    for key in sorted(defs.resolve_all_asset_keys(), key=lambda k: k.to_user_string()):
+        event = instance.get_latest_materialization_event(key)
+        if event is None or event.asset_materialization is None:
+            print(f"{key.to_user_string():<34} {'never':<26}", file=out)
+            continue
+        materialization = event.asset_materialization
+        rows = materialization.metadata.get("dagster/row_count")
+        when = datetime.fromtimestamp(event.timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{key.to_user_string():<34} {when:<26} {rows.value if rows else '-':>10}  "
+              f"{materialization.partition or '-'}", file=out)

@@ -1,0 +1,31 @@
+"""The resources every run gets, configured from the SLA table and the environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mycosoft_assets import sla
+from mycosoft_assets.settings import DEFAULT_CONTACT, DEFAULT_DATA_DIR, env_or
+from resources.gbif import GBIF_BASE_URL, GbifClient
+from resources.inaturalist import INATURALIST_BASE_URL, InaturalistClient
+from resources.mindex_db import MindexDatabase
+from resources.storage import PartitionStore
+
+
+def budget_config(api: str) -> dict[str, Any]:
+    limits = sla.api_limits(api)
+    return {"per_second": limits.per_second, "per_minute": limits.per_minute, "per_hour": limits.per_hour,
+            "per_day": limits.per_day}
+
+
+def build_resources() -> dict[str, Any]:
+    data_dir = env_or("MINDEX_DATA_DIR", str(DEFAULT_DATA_DIR))
+    contact = env_or("MINDEX_CONTACT", DEFAULT_CONTACT)
+    return {
+        "inaturalist": InaturalistClient(base_url=env_or("INATURALIST_BASE_URL", INATURALIST_BASE_URL),
+                                         contact=contact, **budget_config("inaturalist")),
+        "gbif": GbifClient(base_url=env_or("GBIF_BASE_URL", GBIF_BASE_URL), contact=contact,
+                           **budget_config("gbif")),
+        "mirror_store": PartitionStore(data_dir=data_dir),
+        "mindex_db": MindexDatabase(url=env_or("MINDEX_DATABASE_URL", None), data_dir=data_dir),
+    }

@@ -1,0 +1,31 @@
+"""Where things live by default, and which environment variables override it. Only resources read these."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+DEFAULT_DAGSTER_HOME = REPO_ROOT / ".dagster_home"
+DEFAULT_CONTACT = "mindex-operator@example.invalid"
+
+# Every variable the platform reads. .env.example lists the same names; tests check the two agree.
+ENV_VARS = {
+    "MINDEX_DATA_DIR": "folder for Parquet partitions, raw archives and the SQLite MINDEX (default ./data)",
+    "MINDEX_DATABASE_URL": "SQLAlchemy URL of MINDEX (default sqlite:///<data dir>/mindex.sqlite)",
+    "MINDEX_CONTACT": "contact e-mail or URL sent in every User-Agent (NWS requires one)",
+    "MINDEX_REPLAY_DIR": "run against recorded responses served on loopback (make run only)",
+    "INATURALIST_BASE_URL": "iNaturalist API base (default https://api.inaturalist.org/v1)",
+    "GBIF_BASE_URL": "GBIF API base (default https://api.gbif.org/v1)",
+    "DAGSTER_HOME": "Dagster instance folder (default ./.dagster_home)",
+}
+
+
+def env_or(name: str, default: Any) -> Any:
+    """An ``EnvVar`` when the variable is set (resolved at run time, shown as such in the UI), else the default.
+    Dagster's EnvVar has no default of its own, and an unset EnvVar fails the run."""
+    return dg.EnvVar(name) if os.environ.get(name) else default

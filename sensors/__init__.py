@@ -1,0 +1,1 @@
+"""Schedules and sensors, all derived from the SLA table."""
