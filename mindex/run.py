@@ -75,8 +75,7 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
                     instance=instance, tags=tags, raise_on_error=False, run_config=QUIET_LOGS)
                 error = None
                 if not result.success:
-                    failures = [e for e in result.all_events if e.is_step_failure]
-                    error = failures[0].event_specific_data.error.message.strip() if failures else "run failed"
+                    error = first_failure(result)
                 outcomes.append(JobOutcome(job_name, partitions, result.success, time.monotonic() - started,
                                            error))
                 print(f"{'ok  ' if result.success else 'FAIL'} {job_name:<22} {partitions:<24} "
@@ -87,6 +86,17 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
     finally:
         if replay is not None:
             replay.stop()
+
+
+def first_failure(result: dg.ExecuteInProcessResult) -> str:
+    """The root cause of the first failed step (Dagster wraps it in its own execution error)."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.event_specific_data.error
+            while error.cause is not None:
+                error = error.cause
+            return f"{event.step_key}: {error.message.strip()}"
+    return "run failed"
 
 
 def print_materializations(defs: dg.Definitions, instance: dg.DagsterInstance, out=sys.stdout) -> None:

@@ -80,12 +80,15 @@ class GbifClient(ApiClient):
         return (self.plan_windows(params, DayWindow(window.first, middle))
                 + self.plan_windows(params, DayWindow(middle + timedelta(days=1), window.last)))
 
-    def iter_occurrence_pages(self, taxon_key: int, window: DayWindow,
-                              extra: dict[str, Any] | None = None) -> Iterator[ApiResponse]:
-        params = {"taxonKey": taxon_key, **(extra or {})}
+    def iter_offset_pages_windowed(self, params: dict[str, Any], window: DayWindow) -> Iterator[ApiResponse]:
+        """Every occurrence matching ``params`` interpreted in ``window``, each piece under the cap."""
         for piece, count in self.plan_windows(params, window):
             if count:
                 yield from self.iter_offset_pages("occurrence/search", {**params, "lastInterpreted": piece.param()})
+
+    def iter_occurrence_pages(self, taxon_key: int, window: DayWindow,
+                              extra: dict[str, Any] | None = None) -> Iterator[ApiResponse]:
+        yield from self.iter_offset_pages_windowed({"taxonKey": taxon_key, **(extra or {})}, window)
 
     def iter_species_pages(self, higher_taxon_key: int, dataset_key: str = GBIF_BACKBONE_DATASET
                            ) -> Iterator[ApiResponse]:

@@ -51,7 +51,6 @@ def sync_job(source: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=f"{source}_sync",
         selection=dg.AssetSelection.assets(*SYNC_JOBS[source]),
-        partitions_def=sla.partitions_def(source),
         description=f"Mirror {source} and update MINDEX for a range of partitions ({sla.sla(source).description}).",
         tags={"source": source},
     )

@@ -213,6 +213,7 @@ def mindex_gbif_occurrences(context: dg.AssetExecutionContext, mirror_store: Par
 )
 def mindex_taxa(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
                 mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    ensure_schema(mindex_db.engine)
     counts: dict[str, int] = {}
     for dataset, to_row in ((TAXA.name, inaturalist_taxon_row), (SPECIES.name, gbif_species_row)):
         if mirror_store.manifest(dataset, "snapshot") is None:
