@@ -14,7 +14,8 @@ partitions, the first partition starts at the resume point and the others at the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -171,3 +172,42 @@ def report_materialization(context: dg.AssetExecutionContext, windows: list[Part
 
 def _iso_or_open(value: datetime | None) -> str:
     return value.isoformat() if value else "beginning of history"
+
+
+def rebuild_from_raw(store: PartitionStore, dataset: Dataset, key: str,
+                     batch_rows: int = 5_000) -> Iterator[pa.RecordBatch]:
+    """Re-normalize one partition from its archived raw responses, offline: the same rows, in the same order, as
+    the run that wrote it. The archive of a range run holds several partitions; the stored window selects this
+    one's rows (rows without a cursor went to the run's first partition)."""
+    manifest = store.manifest(dataset.name, key)
+    if manifest is None:
+        raise FileNotFoundError(f"partition {dataset.name}/{key} has not been materialized")
+    window = store.stored_window(dataset.name, key)
+    first_in_run = manifest.get("run_window", [None])[0] == manifest.get("window_start")
+    seen: set[Any] = set()
+    rows: list[dict[str, Any]] = []
+    for page in store.iter_raw_pages(dataset.name, key):
+        payload = json.loads(page["body"])
+        records = payload.get(dataset.results_key) if isinstance(payload, dict) else payload
+        for record in records or []:
+            try:
+                row = dataset.normalize(record)
+            except RecordRejected:
+                continue
+            if row[dataset.natural_key] in seen:
+                continue
+            if dataset.cursor_column is not None and window is not None:
+                cursor = row.get(dataset.cursor_column)
+                if cursor is None:
+                    if not first_in_run:
+                        continue
+                elif cursor >= window.end or (not first_in_run and window.start is not None
+                                              and cursor < window.start):
+                    continue
+            seen.add(row[dataset.natural_key])
+            rows.append(row)
+            if len(rows) >= batch_rows:
+                yield pa.RecordBatch.from_pylist(rows, schema=dataset.schema)
+                rows = []
+    if rows:
+        yield pa.RecordBatch.from_pylist(rows, schema=dataset.schema)

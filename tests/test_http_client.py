@@ -211,3 +211,15 @@ def test_budget_is_shared_across_client_instances_in_one_process(replay):
     a.get_json("observations", {"per_page": 1})
     b.get_json("observations", {"per_page": 1})
     assert a.budget is b.budget and a.budget.spent == 2
+
+
+def test_every_request_carries_a_descriptive_user_agent_with_the_configured_contact(replay):
+    client = inat(replay, FakeSleep())
+    client.get_json("observations", {"per_page": 1})
+    GbifClient(base_url=replay.base_url("gbif"), contact="ops@mycosoft.example").get_json("occurrence/search")
+    (inat_request,) = api_requests(replay, "inaturalist")
+    (gbif_request,) = api_requests(replay, "gbif")
+    assert inat_request["user_agent"].startswith("mycosoft-mindex/")
+    assert inat_request["user_agent"].endswith("(tests@example.org)")
+    assert "(ops@mycosoft.example)" in gbif_request["user_agent"]
+    assert inat_request["accept"] == "application/json"

@@ -79,11 +79,12 @@ def test_gbif_windows_split_under_the_deep_paging_cap_and_get_every_record(big_r
 def test_gbif_limit_silently_capped_still_yields_every_record_with_no_gaps(big_replay):
     """Case C02: ask for 600 per page, get 300; the offset must advance by what arrived."""
     client = GbifClient(base_url=big_replay.base_url("gbif"), page_limit=600)
+    params = {"taxonKey": 5, "lastInterpreted": "2024-10-01,2024-10-04"}
     keys = []
-    for response in client.iter_offset_pages("occurrence/search", {"taxonKey": 5, "lastInterpreted": "2024-10-01,2024-10-04"}):
+    for response in client.iter_offset_pages("occurrence/search", params):
         assert response.payload["limit"] == 300
         keys.extend(r["key"] for r in response.payload["results"])
-    expected = client.count("occurrence/search", {"taxonKey": 5, "lastInterpreted": "2024-10-01,2024-10-04"})
+    expected = client.count("occurrence/search", params)
     assert expected > 300
     assert len(keys) == len(set(keys)) == expected
 

@@ -150,13 +150,23 @@ def load_partitions(store: PartitionStore, db: MindexDatabase, dataset: str, key
     return counts
 
 
-def report_table_load(context: dg.AssetExecutionContext, db: MindexDatabase, table: sa.Table, source: str,
-                      counts: dict[str, int]) -> dg.MaterializeResult:
+def source_window(store: PartitionStore, dataset: str, key: str) -> dict[str, Any]:
+    """The mirror partition's source window, repeated on the MINDEX partition built from it."""
+    window = store.stored_window(dataset, key)
+    if window is None:
+        return {}
+    return {"source_window": window.describe(), "mirror_fetched_at": (store.manifest(dataset, key) or {}).get(
+        "fetched_at", "")}
+
+
+def report_table_load(context: dg.AssetExecutionContext, store: PartitionStore, dataset: str, db: MindexDatabase,
+                      table: sa.Table, source: str, counts: dict[str, int]) -> dg.MaterializeResult:
     """Each partition reports the rows it upserted; the run reports the table's size for the source."""
     with db.engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.source == source)).scalar()
     for key, count in counts.items():
-        context.add_asset_metadata({"dagster/row_count": count}, partition_key=key)
+        context.add_asset_metadata({"dagster/row_count": count, **source_window(store, dataset, key)},
+                                   partition_key=key)
     return dg.MaterializeResult(metadata={
         "mindex_table": table.name,
         "mindex_rows_for_source": int(total or 0),
@@ -188,7 +198,7 @@ def mindex_inaturalist_observations(context: dg.AssetExecutionContext, mirror_st
                                     mindex_db: MindexDatabase) -> dg.MaterializeResult:
     counts = load_partitions(mirror_store, mindex_db, OBSERVATIONS.name, context.partition_keys, observations,
                              inaturalist_observation_row, newer_column="source_updated_at")
-    return report_table_load(context, mindex_db, observations, "inaturalist", counts)
+    return report_table_load(context, mirror_store, OBSERVATIONS.name, mindex_db, observations, "inaturalist", counts)
 
 
 @dg.asset(**_mindex_args("gbif", "mindex_gbif_occurrences", OCCURRENCES.name,
@@ -198,7 +208,7 @@ def mindex_gbif_occurrences(context: dg.AssetExecutionContext, mirror_store: Par
                             mindex_db: MindexDatabase) -> dg.MaterializeResult:
     counts = load_partitions(mirror_store, mindex_db, OCCURRENCES.name, context.partition_keys, observations,
                              gbif_occurrence_row, newer_column="source_updated_at")
-    return report_table_load(context, mindex_db, observations, "gbif", counts)
+    return report_table_load(context, mirror_store, OCCURRENCES.name, mindex_db, observations, "gbif", counts)
 
 
 @dg.asset(
