@@ -17,8 +17,8 @@ from pathlib import Path
 import dagster as dg
 
 from mindex.home import ensure_dagster_home
+from sensors.schedules import main_job_plan
 
-DERIVED_JOB = "mindex_derived"
 # Dagster logs every event at DEBUG to the console; the summary below is what a person wants to read.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -32,26 +32,6 @@ class JobOutcome:
     error: str | None = None
 
 
-def plan(now: datetime, instance: dg.DagsterInstance) -> list[tuple[str, dict[str, str], str]]:
-    """The same runs the schedules would request now: each source's open partition(s), snapshots, derived."""
-    from sensors.schedules import (
-        SNAPSHOT_JOBS,
-        SYNC_JOBS,
-        mirror_asset_key,
-        range_tags,
-        refresh_partition_keys,
-    )
-
-    steps = []
-    for source in SYNC_JOBS:
-        keys = refresh_partition_keys(source, now, instance.get_materialized_partitions(mirror_asset_key(source)))
-        steps.append((f"{source}_sync", range_tags(keys), f"{keys[0]}..{keys[-1]}"))
-    for source in SNAPSHOT_JOBS:
-        steps.append((f"{source}_snapshot", {}, "snapshot"))
-    steps.append((DERIVED_JOB, {}, "-"))
-    return steps
-
-
 def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
     ensure_dagster_home()
     replay = None
@@ -62,6 +42,8 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
         for source in replay.sources:
             os.environ[f"{source.upper()}_BASE_URL"] = replay.base_url(source)
             print(f"replay: {source} answered at {replay.base_url(source)}", file=out)
+        # The replay server wants a key like the real OpenAQ, but any non-empty one; never a real secret here.
+        os.environ.setdefault("OPENAQ_API_KEY", "replay-key")
     try:
         # Build definitions only now, so the resources see the replay URLs.
         from mycosoft_assets.definitions import build_definitions
@@ -69,7 +51,7 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
         defs = build_definitions()
         outcomes = []
         with dg.DagsterInstance.get() as instance:
-            for job_name, tags, partitions in plan(datetime.now(UTC), instance):
+            for job_name, tags, partitions in main_job_plan(datetime.now(UTC), instance):
                 started = time.monotonic()
                 result = defs.resolve_job_def(job_name).execute_in_process(
                     instance=instance, tags=tags, raise_on_error=False, run_config=QUIET_LOGS)

@@ -7,10 +7,16 @@ import dagster as dg
 from mycosoft_assets.gbif import assets as gbif_assets
 from mycosoft_assets.inaturalist import assets as inaturalist_assets
 from mycosoft_assets.mindex import assets as mindex_assets
+from mycosoft_assets.mindex import environment as mindex_environment_assets
+from mycosoft_assets.nws_alerts import assets as nws_alerts_assets
+from mycosoft_assets.openaq import assets as openaq_assets
 from mycosoft_assets.resources import build_resources
+from mycosoft_assets.weather import assets as weather_assets
+from sensors.history import prune_history_job, prune_history_schedule
 from sensors.schedules import build_jobs_and_schedules
 
-ASSET_MODULES = [inaturalist_assets, gbif_assets, mindex_assets]
+ASSET_MODULES = [inaturalist_assets, gbif_assets, nws_alerts_assets, weather_assets, openaq_assets, mindex_assets,
+                 mindex_environment_assets]
 
 # Declarative automation keeps the unpartitioned MINDEX tables (taxa, unified view) in step with the mirrors.
 # Dagster's default automation sensor starts STOPPED on a new instance; this one starts RUNNING.
@@ -26,8 +32,8 @@ def build_definitions() -> dg.Definitions:
     jobs, schedules = build_jobs_and_schedules()
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
-        jobs=jobs,
-        schedules=schedules,
+        jobs=[*jobs, prune_history_job],
+        schedules=[*schedules, prune_history_schedule],
         sensors=[automation_sensor],
         resources=build_resources(),
     )

@@ -35,7 +35,7 @@ class Dataset:
     name: str
     schema: pa.Schema
     normalize: Callable[[Any], dict[str, Any]]
-    natural_key: str
+    natural_key: str | tuple[str, ...]
     cursor_column: str | None = None  # the update-time column partitions are windows of
     results_key: str = "results"
     description: str = ""
@@ -56,6 +56,12 @@ class MirrorStats:
         self.rejected += 1
         short = reason.split(":")[0][:80]
         self.reject_reasons[short] = self.reject_reasons.get(short, 0) + 1
+
+
+def natural_key_of(dataset: Dataset, row: dict[str, Any]) -> Any:
+    if isinstance(dataset.natural_key, tuple):
+        return tuple(row[column] for column in dataset.natural_key)
+    return row[dataset.natural_key]
 
 
 def run_windows(store: PartitionStore, dataset: str, partitions_def: dg.TimeWindowPartitionsDefinition,
@@ -104,7 +110,7 @@ def mirror_pages(writer: RunWriter, pages: Iterable[ApiResponse], dataset: Datas
             except RecordRejected as exc:
                 stats.reject(str(exc))
                 continue
-            key = row[dataset.natural_key]
+            key = natural_key_of(dataset, row)
             if key in seen:
                 stats.duplicates += 1
                 continue
@@ -194,7 +200,7 @@ def rebuild_from_raw(store: PartitionStore, dataset: Dataset, key: str,
                 row = dataset.normalize(record)
             except RecordRejected:
                 continue
-            if row[dataset.natural_key] in seen:
+            if natural_key_of(dataset, row) in seen:
                 continue
             if dataset.cursor_column is not None and window is not None:
                 cursor = row.get(dataset.cursor_column)
@@ -204,7 +210,7 @@ def rebuild_from_raw(store: PartitionStore, dataset: Dataset, key: str,
                 elif cursor >= window.end or (not first_in_run and window.start is not None
                                               and cursor < window.start):
                     continue
-            seen.add(row[dataset.natural_key])
+            seen.add(natural_key_of(dataset, row))
             rows.append(row)
             if len(rows) >= batch_rows:
                 yield pa.RecordBatch.from_pylist(rows, schema=dataset.schema)

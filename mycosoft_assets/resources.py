@@ -9,6 +9,9 @@ from mycosoft_assets.settings import DEFAULT_CONTACT, DEFAULT_DATA_DIR, env_or
 from resources.gbif import GBIF_BASE_URL, GbifClient
 from resources.inaturalist import INATURALIST_BASE_URL, InaturalistClient
 from resources.mindex_db import MindexDatabase
+from resources.nws import NWS_BASE_URL, NwsClient
+from resources.open_meteo import OPEN_METEO_BASE_URL, OpenMeteoClient
+from resources.openaq import OPENAQ_BASE_URL, OpenAqClient
 from resources.storage import PartitionStore
 
 
@@ -26,6 +29,11 @@ def build_resources() -> dict[str, Any]:
                                          contact=contact, **budget_config("inaturalist")),
         "gbif": GbifClient(base_url=env_or("GBIF_BASE_URL", GBIF_BASE_URL), contact=contact,
                            **budget_config("gbif")),
+        "nws": NwsClient(base_url=env_or("NWS_BASE_URL", NWS_BASE_URL), contact=contact, **budget_config("nws")),
+        "open_meteo": OpenMeteoClient(base_url=env_or("OPEN_METEO_BASE_URL", OPEN_METEO_BASE_URL), contact=contact,
+                                      **budget_config("open_meteo")),
+        "openaq": OpenAqClient(base_url=env_or("OPENAQ_BASE_URL", OPENAQ_BASE_URL), contact=contact,
+                               api_key=env_or("OPENAQ_API_KEY", None), **budget_config("openaq")),
         "mirror_store": PartitionStore(data_dir=data_dir),
         "mindex_db": MindexDatabase(url=env_or("MINDEX_DATABASE_URL", None), data_dir=data_dir),
     }

@@ -21,6 +21,10 @@ ENV_VARS = {
     "MINDEX_REPLAY_DIR": "run against recorded responses served on loopback (make run only)",
     "INATURALIST_BASE_URL": "iNaturalist API base (default https://api.inaturalist.org/v1)",
     "GBIF_BASE_URL": "GBIF API base (default https://api.gbif.org/v1)",
+    "NWS_BASE_URL": "NWS API base (default https://api.weather.gov)",
+    "OPEN_METEO_BASE_URL": "Open-Meteo API base (default https://api.open-meteo.com/v1)",
+    "OPENAQ_BASE_URL": "OpenAQ API base; must be v3 (default https://api.openaq.org/v3)",
+    "OPENAQ_API_KEY": "OpenAQ v3 API key, sent as X-API-Key (secret)",
     "DAGSTER_HOME": "Dagster instance folder (default ./.dagster_home)",
 }
 

@@ -38,6 +38,10 @@ class SourceSLA:
     refresh_cron: str  # how often the schedule refreshes the open partition(s)
     apis: tuple[str, ...]  # which rows of API_LIMITS this source spends
     retention: timedelta | None = None  # rolling window: partitions and rows older than this are removed
+    initial_lookback: timedelta | None = None  # how far back a first sync reaches, when not to the beginning
+    # How long the Dagster instance keeps this source's runs (and their event logs). Frequent refreshes add
+    # hundreds of runs a day; the prune job deletes older ones so the instance stays bounded (dagster#33785).
+    run_history: timedelta = timedelta(days=30)
     notes: str = ""
 
 
@@ -93,6 +97,7 @@ SLA_TABLE: dict[str, SourceSLA] = {
             refresh_cron="*/5 * * * *",
             apis=("opensky",),
             retention=timedelta(hours=24),
+            run_history=timedelta(days=2),
         ),
         SourceSLA(
             source="aisstream",
@@ -104,6 +109,7 @@ SLA_TABLE: dict[str, SourceSLA] = {
             refresh_cron="*/5 * * * *",
             apis=("aisstream",),
             retention=timedelta(hours=24),
+            run_history=timedelta(days=2),
         ),
         SourceSLA(
             source="openaq",
@@ -111,20 +117,24 @@ SLA_TABLE: dict[str, SourceSLA] = {
             sla=timedelta(hours=1),
             warn_after=timedelta(minutes=40),
             partitioning="hourly",
-            history_start="2026-01-01-00:00",
-            refresh_cron="10 * * * *",
+            history_start="2025-01-01-00:00",
+            refresh_cron="5,35 * * * *",
             apis=("openaq",),
+            run_history=timedelta(days=7),
+            # A first sync takes each station's last 90 days (from its datetimeLast), not its whole history.
+            initial_lookback=timedelta(days=90),
         ),
         SourceSLA(
             source="nws_alerts",
             description="NWS: active alerts with their Alert/Update/Cancel lifecycle",
             sla=timedelta(minutes=5),
-            warn_after=timedelta(minutes=3),
+            warn_after=timedelta(minutes=4, seconds=30),
             partitioning="none",
             history_start="2026-01-01",
-            refresh_cron="*/2 * * * *",
+            refresh_cron="*/4 * * * *",
             apis=("nws",),
-            retention=timedelta(hours=24),
+            retention=timedelta(hours=24),  # alert messages stay in MINDEX 24 h after they were last seen
+            run_history=timedelta(days=2),
         ),
         SourceSLA(
             source="weather",
@@ -135,7 +145,8 @@ SLA_TABLE: dict[str, SourceSLA] = {
             history_start="2026-01-01",
             refresh_cron="*/15 * * * *",
             apis=("nws", "open_meteo"),
-            retention=timedelta(hours=48),
+            retention=timedelta(hours=48),  # forecasts older than 48 h go, except each site's latest
+            run_history=timedelta(days=2),
         ),
     ]
 }

@@ -124,6 +124,20 @@ class PartitionStore(dg.ConfigurableResource):
             for line in fh:
                 yield json.loads(line)
 
+    # -- small JSON caches (e.g. NWS /points lookups, which rarely change) -------------------------------------
+    def read_cache(self, name: str) -> dict[str, Any]:
+        path = self.root / "cache" / f"{name}.json"
+        if not path.exists():
+            return {}
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def write_cache(self, name: str, value: dict[str, Any]) -> None:
+        path = self.root / "cache" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+
     # -- writing --------------------------------------------------------------------------------------------
     def open_run(self, dataset: str, schema: pa.Schema, windows: list[PartitionWindow],
                  route_column: str | None = None, run_info: dict[str, Any] | None = None) -> RunWriter:

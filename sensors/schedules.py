@@ -1,16 +1,16 @@
-"""Sync jobs and their schedules, derived from the SLA table.
+"""Jobs and their schedules, derived from the SLA table.
 
-Each partitioned source gets one job (mirror asset + its MINDEX table) and one schedule on the SLA row's
-``refresh_cron``. A tick requests one run over the open partition (today, this week), so data stays inside the
-SLA, and, when it was synced while open, the one before it, so it is closed with the updates that arrived after
-its last refresh. The run key carries the tick time, so every tick is a new run (case C14: a plain partition
-key as run key would dedupe forever).
+Each source has a refresh job (its mirror asset and MINDEX table) on the SLA row's ``refresh_cron``, and may have
+a snapshot job (reference data: taxa, species, stations) refreshed once per SLA period. For a partitioned source a
+tick requests one run over the open partition (today, this week, this hour), so data stays inside the SLA, and,
+when it was synced while open, the one before it, so it is closed with the updates that arrived after its last
+refresh. The run key carries the tick time, so every tick is a new run (case C14: a plain partition key as run
+key would dedupe forever).
 """
-
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 
@@ -19,14 +19,21 @@ from mycosoft_assets import sla
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
-SYNC_JOBS = {
+# source -> assets refreshed on the SLA cadence (the first one is the mirror whose partitions are tracked)
+REFRESH_ASSETS: dict[str, tuple[str, ...]] = {
     "inaturalist": ("inaturalist_observations", "mindex_inaturalist_observations"),
     "gbif": ("gbif_occurrences", "mindex_gbif_occurrences"),
+    "nws_alerts": ("nws_alerts", "mindex_nws_alerts"),
+    "weather": ("weather_forecasts", "mindex_weather_forecasts"),
+    "openaq": ("openaq_measurements", "mindex_air_quality_measurements"),
 }
-SNAPSHOT_JOBS = {
+# source -> unpartitioned reference snapshots; they run before the refresh job in the main job
+SNAPSHOT_ASSETS: dict[str, tuple[str, ...]] = {
     "inaturalist": ("inaturalist_taxa",),
     "gbif": ("gbif_species",),
+    "openaq": ("openaq_locations", "openaq_latest", "mindex_air_quality"),
 }
+DERIVED_JOB = "mindex_derived"
 
 
 def refresh_partition_keys(source: str, now: datetime, materialized: set[str]) -> list[str]:
@@ -40,18 +47,26 @@ def refresh_partition_keys(source: str, now: datetime, materialized: set[str]) -
 
 
 def mirror_asset_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(SYNC_JOBS[source][0])
+    return dg.AssetKey(REFRESH_ASSETS[source][0])
 
 
 def range_tags(keys: list[str]) -> dict[str, str]:
     return {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
 
 
-def sync_job(source: str) -> dg.UnresolvedAssetJobDefinition:
+def refresh_tags(source: str, now: datetime, instance: dg.DagsterInstance) -> dict[str, str]:
+    """Tags of the run that refreshes ``source`` now: a partition range, or nothing for a snapshot source."""
+    if sla.partitions_def(source) is None:
+        return {}
+    materialized = instance.get_materialized_partitions(mirror_asset_key(source))
+    return range_tags(refresh_partition_keys(source, now, materialized))
+
+
+def refresh_job(source: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=f"{source}_sync",
-        selection=dg.AssetSelection.assets(*SYNC_JOBS[source]),
-        description=f"Mirror {source} and update MINDEX for a range of partitions ({sla.sla(source).description}).",
+        selection=dg.AssetSelection.assets(*REFRESH_ASSETS[source]),
+        description=f"Mirror {source} and update MINDEX ({sla.sla(source).description}).",
         tags={"source": source},
     )
 
@@ -59,52 +74,72 @@ def sync_job(source: str) -> dg.UnresolvedAssetJobDefinition:
 def snapshot_job(source: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=f"{source}_snapshot",
-        selection=dg.AssetSelection.assets(*SNAPSHOT_JOBS[source]),
-        description=f"Refresh the unpartitioned {source} snapshots ({', '.join(SNAPSHOT_JOBS[source])}).",
+        selection=dg.AssetSelection.assets(*SNAPSHOT_ASSETS[source]),
+        description=f"Refresh {source}'s reference snapshots ({', '.join(SNAPSHOT_ASSETS[source])}).",
         tags={"source": source},
     )
 
 
-def sync_schedule(source: str, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    row = sla.sla(source)
-
-    @dg.schedule(name=f"{source}_refresh", job=job, cron_schedule=row.refresh_cron, execution_timezone="UTC",
-                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description=f"Refresh {source}'s open partitions every '{row.refresh_cron}' (SLA {row.sla}).")
-    def _refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        materialized = context.instance.get_materialized_partitions(mirror_asset_key(source))
-        keys = refresh_partition_keys(source, context.scheduled_execution_time, materialized)
-        tick = context.scheduled_execution_time.isoformat()
-        return dg.RunRequest(run_key=f"{source}:{keys[0]}..{keys[-1]}@{tick}", tags=range_tags(keys))
-
-    return _refresh
-
-
-def snapshot_schedule(source: str, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    """Snapshots refresh once per SLA period: daily for a 24 h SLA, weekly for 7 days."""
-    row = sla.sla(source)
-    cron = "30 4 * * *" if row.sla.days <= 1 else "30 4 * * 0"
-    return dg.ScheduleDefinition(name=f"{source}_snapshot_refresh", job=job, cron_schedule=cron,
-                                 execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
-
-
 def derived_job() -> dg.UnresolvedAssetJobDefinition:
-    """The unpartitioned MINDEX tables; the automation sensor runs them after the mirrors change."""
+    """The unpartitioned MINDEX tables over several sources; the automation sensor runs them after the mirrors."""
     return dg.define_asset_job(
-        name="mindex_derived",
+        name=DERIVED_JOB,
         selection=dg.AssetSelection.assets("mindex_taxa", "mindex_observations_unified"),
         description="Rebuild MINDEX taxa and the unified observation views from the mirrors.",
     )
 
 
+def refresh_schedule(source: str, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    row = sla.sla(source)
+
+    @dg.schedule(name=f"{source}_refresh", job=job, cron_schedule=row.refresh_cron, execution_timezone="UTC",
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description=f"Refresh {source} on '{row.refresh_cron}' (SLA {row.sla}).")
+    def _refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        tags = refresh_tags(source, context.scheduled_execution_time, context.instance)
+        span = f"{tags[RANGE_START_TAG]}..{tags[RANGE_END_TAG]}" if tags else "snapshot"
+        tick = context.scheduled_execution_time.isoformat()
+        return dg.RunRequest(run_key=f"{source}:{span}@{tick}", tags=tags)
+
+    return _refresh
+
+
+def snapshot_cron(source: str) -> str:
+    """Reference data refreshes once per SLA period: with the refresh for sub-daily SLAs, else daily or weekly."""
+    row = sla.sla(source)
+    if row.sla <= timedelta(hours=1):
+        return row.refresh_cron
+    return "30 4 * * *" if row.sla <= timedelta(days=1) else "30 4 * * 0"
+
+
+def snapshot_schedule(source: str, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(name=f"{source}_snapshot_refresh", job=job, cron_schedule=snapshot_cron(source),
+                                 execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+
+
 def build_jobs_and_schedules() -> tuple[list, list]:
     jobs, schedules = [derived_job()], []
-    for source in SYNC_JOBS:
-        job = sync_job(source)
+    for source in REFRESH_ASSETS:
+        job = refresh_job(source)
         jobs.append(job)
-        schedules.append(sync_schedule(source, job))
-    for source in SNAPSHOT_JOBS:
+        schedules.append(refresh_schedule(source, job))
+    for source in SNAPSHOT_ASSETS:
         job = snapshot_job(source)
         jobs.append(job)
         schedules.append(snapshot_schedule(source, job))
     return jobs, schedules
+
+
+def main_job_plan(now: datetime, instance: dg.DagsterInstance) -> list[tuple[str, dict[str, str], str]]:
+    """The runs the schedules would request now, in dependency order: per source its snapshots, then its
+    refresh; then the derived tables. (job name, tags, what it covers)"""
+    steps = []
+    for source in dict.fromkeys([*SNAPSHOT_ASSETS, *REFRESH_ASSETS]):
+        if source in SNAPSHOT_ASSETS:
+            steps.append((f"{source}_snapshot", {}, "snapshot"))
+        if source in REFRESH_ASSETS:
+            tags = refresh_tags(source, now, instance)
+            steps.append((f"{source}_sync", tags,
+                          f"{tags[RANGE_START_TAG]}..{tags[RANGE_END_TAG]}" if tags else "snapshot"))
+    steps.append((DERIVED_JOB, {}, "-"))
+    return steps

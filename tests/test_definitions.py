@@ -54,31 +54,49 @@ def test_the_sla_table_has_all_seven_sources_with_the_products_numbers():
     assert sla.api_limits("inaturalist").per_minute < 60
 
 
+MIRRORS = {
+    "inaturalist_observations": "inaturalist", "inaturalist_taxa": "inaturalist", "gbif_occurrences": "gbif",
+    "gbif_species": "gbif", "nws_alerts": "nws_alerts", "weather_forecasts": "weather", "openaq_locations": "openaq",
+    "openaq_latest": "openaq", "openaq_measurements": "openaq",
+}
+MINDEX = {
+    "mindex_inaturalist_observations": "inaturalist", "mindex_gbif_occurrences": "gbif", "mindex_taxa": "inaturalist",
+    "mindex_nws_alerts": "nws_alerts", "mindex_weather_forecasts": "weather", "mindex_air_quality": "openaq",
+    "mindex_air_quality_measurements": "openaq",
+}
+PARTITIONED = {"inaturalist_observations", "mindex_inaturalist_observations", "gbif_occurrences",
+               "mindex_gbif_occurrences", "openaq_measurements", "mindex_air_quality_measurements"}
+
+
 def test_every_asset_has_its_sla_freshness_policy_group_and_partitions(defs):
     graph = defs.resolve_asset_graph()
-    source_of = {"inaturalist_observations": "inaturalist", "inaturalist_taxa": "inaturalist",
-                 "gbif_occurrences": "gbif", "gbif_species": "gbif",
-                 "mindex_inaturalist_observations": "inaturalist", "mindex_gbif_occurrences": "gbif",
-                 "mindex_taxa": "inaturalist"}
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == set(source_of) | {"mindex_observations_unified"}
+    assert keys == set(MIRRORS) | set(MINDEX) | {"mindex_observations_unified"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         name = key.to_user_string()
+        source = MIRRORS.get(name) or MINDEX.get(name) or "inaturalist"
         policy = node.freshness_policy
         assert policy is not None, f"{name} has no freshness policy"
-        source = source_of.get(name, "inaturalist")
         assert policy.fail_window.to_timedelta() == sla.sla(source).sla, name
         assert policy.warn_window.to_timedelta() == sla.sla(source).warn_after, name
-        assert node.group_name == (source if name.startswith(source) else "mindex"), name
+        assert node.group_name == (source if name in MIRRORS else "mindex"), name
         assert node.description
-        if name in ("inaturalist_observations", "mindex_inaturalist_observations", "gbif_occurrences",
-                    "mindex_gbif_occurrences"):
+        if name in PARTITIONED:
             assert node.partitions_def == sla.partitions_def(source)
             assert node.partitions_def.timezone == "UTC"
             assert node.backfill_policy == dg.BackfillPolicy.single_run()
         else:
-            assert node.partitions_def is None
+            assert node.partitions_def is None, name
+
+
+def test_the_environmental_slas_are_5_min_30_min_and_1_h(defs):
+    graph = defs.resolve_asset_graph()
+    expected = {"nws_alerts": timedelta(minutes=5), "weather_forecasts": timedelta(minutes=30),
+                "openaq_measurements": timedelta(hours=1), "mindex_nws_alerts": timedelta(minutes=5),
+                "mindex_weather_forecasts": timedelta(minutes=30), "mindex_air_quality": timedelta(hours=1)}
+    for name, window in expected.items():
+        assert graph.get(dg.AssetKey(name)).freshness_policy.fail_window.to_timedelta() == window
 
 
 def test_lineage_is_one_way_mirror_to_mindex(defs):

@@ -57,7 +57,177 @@ taxa = sa.Table(
     sa.Column("qc_flags", sa.Text),
 )
 
+# --- NWS alerts: every message, keyed by its opaque id; chains via references ------------------------------
+nws_alert_messages = sa.Table(
+    "nws_alert_messages", metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("message_type", sa.String(16)),
+    sa.Column("status", sa.String(16)),
+    sa.Column("event", sa.Text),
+    sa.Column("severity", sa.String(16)),
+    sa.Column("certainty", sa.String(16)),
+    sa.Column("urgency", sa.String(16)),
+    sa.Column("category", sa.String(16)),
+    sa.Column("headline", sa.Text),
+    sa.Column("area_desc", sa.Text),
+    sa.Column("sender", sa.Text),
+    sa.Column("sender_name", sa.Text),
+    sa.Column("sent", sa.DateTime(timezone=True)),
+    sa.Column("effective", sa.DateTime(timezone=True)),
+    sa.Column("onset", sa.DateTime(timezone=True)),
+    sa.Column("expires", sa.DateTime(timezone=True)),
+    sa.Column("ends", sa.DateTime(timezone=True)),
+    sa.Column("references", sa.Text),
+    sa.Column("geometry", sa.Text),
+    sa.Column("vtec", sa.Text),
+    sa.Column("chain_id", sa.String(200)),
+    sa.Column("superseded_by", sa.String(200)),
+    sa.Column("chain_cancelled", sa.Boolean),
+    # Feed times (the feed's own `updated`), not wall-clock times, so the view is right in replay too.
+    sa.Column("first_seen_at", sa.DateTime(timezone=True)),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True)),
+    sa.Column("vanished_at", sa.DateTime(timezone=True)),
+    sa.Column("qc_flags", sa.Text),
+)
+sa.Index("ix_nws_alert_messages_chain", nws_alert_messages.c.chain_id)
+
+nws_alert_zones = sa.Table(
+    "nws_alert_zones", metadata,
+    sa.Column("alert_id", sa.String(200), primary_key=True),
+    sa.Column("code_type", sa.String(8), primary_key=True),  # UGC or SAME
+    sa.Column("code", sa.String(16), primary_key=True),
+)
+
+nws_alert_fetches = sa.Table(
+    "nws_alert_fetches", metadata,
+    sa.Column("feed_updated", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("fetched_at", sa.DateTime(timezone=True)),
+    sa.Column("alert_count", sa.Integer),
+    sa.Column("filters", sa.Text),
+)
+
+# --- weather: one long forecast table for both providers ----------------------------------------------------
+weather_forecasts = sa.Table(
+    "weather_forecasts", metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("issued_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("resolution", sa.String(16), primary_key=True),
+    sa.Column("variable", sa.String(64), primary_key=True),
+    sa.Column("valid_from", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("valid_to", sa.DateTime(timezone=True)),
+    sa.Column("value", sa.Float),
+    sa.Column("value_text", sa.Text),
+    sa.Column("unit", sa.String(16)),
+    sa.Column("value_raw", sa.Text),
+    sa.Column("unit_raw", sa.String(32)),
+    sa.Column("qc_flags", sa.Text),
+)
+
+weather_site_status = sa.Table(
+    "weather_site_status", metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("checked_at", sa.DateTime(timezone=True)),
+    sa.Column("last_success_at", sa.DateTime(timezone=True)),
+    sa.Column("last_issued_at", sa.DateTime(timezone=True)),
+    sa.Column("stale", sa.Boolean),
+    sa.Column("last_error", sa.Text),
+)
+
+# --- air quality (OpenAQ v3): values always beside their unit ------------------------------------------------
+aq_stations = sa.Table(
+    "aq_stations", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text),
+    sa.Column("locality", sa.Text),
+    sa.Column("timezone", sa.String(64)),
+    sa.Column("country_code", sa.String(8)),
+    sa.Column("provider", sa.Text),
+    sa.Column("owner", sa.Text),
+    sa.Column("is_mobile", sa.Boolean),
+    sa.Column("is_monitor", sa.Boolean),
+    sa.Column("latitude", sa.Float),
+    sa.Column("longitude", sa.Float),
+    sa.Column("datetime_first", sa.DateTime(timezone=True)),
+    sa.Column("datetime_last", sa.DateTime(timezone=True)),
+    sa.Column("qc_flags", sa.Text),
+)
+
+aq_sensors = sa.Table(
+    "aq_sensors", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("station_id", sa.BigInteger),
+    sa.Column("name", sa.Text),
+    sa.Column("parameter_id", sa.Integer),
+    sa.Column("parameter", sa.String(32)),
+    sa.Column("unit", sa.String(16)),
+)
+
+aq_latest = sa.Table(
+    "aq_latest", metadata,
+    sa.Column("sensor_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("station_id", sa.BigInteger),
+    sa.Column("datetime_utc", sa.DateTime(timezone=True)),
+    sa.Column("value", sa.Float),
+    sa.Column("value_raw", sa.Float),
+    sa.Column("is_missing_sentinel", sa.Boolean),
+    sa.Column("qc_flags", sa.Text),
+)
+
+aq_measurements = sa.Table(
+    "aq_measurements", metadata,
+    sa.Column("sensor_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("datetime_from", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("station_id", sa.BigInteger),
+    sa.Column("parameter", sa.String(32)),
+    sa.Column("unit", sa.String(16)),
+    sa.Column("value", sa.Float),
+    sa.Column("value_raw", sa.Float),
+    sa.Column("is_missing_sentinel", sa.Boolean),
+    sa.Column("datetime_to", sa.DateTime(timezone=True)),
+    sa.Column("partition_key", sa.String(32)),
+    sa.Column("qc_flags", sa.Text),
+)
+
 VIEWS = {
+    # One row per alert chain: its newest message, not cancelled, not superseded, present in the latest
+    # successful fetch, and not past its end (`ends`, not `expires`) at that fetch's feed time.
+    "nws_active_alerts": """
+        SELECT m.* FROM nws_alert_messages m
+        CROSS JOIN (SELECT MAX(feed_updated) AS as_of FROM nws_alert_fetches) f
+        WHERE m.superseded_by IS NULL
+          AND (m.chain_cancelled IS NULL OR m.chain_cancelled = FALSE)
+          AND m.message_type <> 'Cancel'
+          AND m.last_seen_at = f.as_of
+          AND (m.ends IS NULL OR m.ends > f.as_of)
+    """,
+    "weather_latest_forecast": """
+        SELECT f.*, s.stale AS site_stale, s.last_error AS site_last_error
+        FROM weather_forecasts f
+        JOIN (SELECT site, provider, MAX(issued_at) AS issued_at FROM weather_forecasts GROUP BY site, provider) l
+          ON l.site = f.site AND l.provider = f.provider AND l.issued_at = f.issued_at
+        LEFT JOIN weather_site_status s ON s.site = f.site AND s.provider = f.provider
+    """,
+    # The newest real value (sentinels excluded) per station, parameter and unit.
+    "aq_latest_values": """
+        SELECT station_id, station_name, parameter, unit, value, datetime_utc, sensor_id FROM (
+            SELECT st.id AS station_id, st.name AS station_name, se.parameter, se.unit, l.value, l.datetime_utc,
+                   l.sensor_id, ROW_NUMBER() OVER (PARTITION BY st.id, se.parameter, se.unit
+                                                   ORDER BY l.datetime_utc DESC, l.sensor_id) AS rn
+            FROM aq_latest l
+            JOIN aq_sensors se ON se.id = l.sensor_id
+            JOIN aq_stations st ON st.id = se.station_id
+            WHERE l.value IS NOT NULL
+        ) ranked WHERE rn = 1
+    """,
+    # Aggregates read `value`, which is NULL for sentinels, and group by unit: units are never mixed.
+    "aq_daily_means": """
+        SELECT station_id, parameter, unit, DATE(datetime_from) AS day, AVG(value) AS mean_value,
+               COUNT(value) AS n_values, SUM(CASE WHEN is_missing_sentinel THEN 1 ELSE 0 END) AS n_sentinels
+        FROM aq_measurements
+        GROUP BY station_id, parameter, unit, DATE(datetime_from)
+    """,
     # A GBIF occurrence that republishes an iNaturalist observation we also hold is counted once, as iNat.
     "observations_unified": """
         SELECT o.* FROM observations o

@@ -1,0 +1,250 @@
+"""Derived MINDEX tables for the environmental mirrors: NWS alerts, weather forecasts, air quality."""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from mycosoft_assets import sla
+from mycosoft_assets.mindex.schema import (
+    aq_latest,
+    aq_measurements,
+    aq_sensors,
+    aq_stations,
+    ensure_schema,
+    nws_alert_fetches,
+    nws_alert_messages,
+    nws_alert_zones,
+    weather_forecasts,
+    weather_site_status,
+)
+from mycosoft_assets.nws_alerts.assets import ALERTS
+from mycosoft_assets.nws_alerts.normalize import chain_states
+from mycosoft_assets.openaq.assets import LATEST, LOCATIONS, MEASUREMENTS
+from mycosoft_assets.weather.assets import DATASET as WEATHER_DATASET
+from resources.mindex_db import MindexDatabase, upsert
+from resources.storage import PartitionStore
+
+GROUP = "mindex"
+
+
+def _args(source: str, name: str, deps: list[str], description: str, partitioned: bool = False) -> dict[str, Any]:
+    args: dict[str, Any] = {"name": name, "group_name": GROUP, "deps": deps, "description": description,
+                            "freshness_policy": sla.freshness_policy(source), "kinds": {"sql"},
+                            "tags": {"source": source}}
+    if partitioned:
+        args["partitions_def"] = sla.partitions_def(source)
+        args["backfill_policy"] = dg.BackfillPolicy.single_run()
+    return args
+
+
+def _snapshot_rows(store: PartitionStore, dataset: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for batch in store.read_batches(dataset, "snapshot"):
+        rows.extend(batch.to_pylist())
+    return rows
+
+
+def _count(conn: sa.Connection, sql: str) -> int:
+    return int(conn.execute(sa.text(sql)).scalar() or 0)
+
+
+# --- NWS alerts ---------------------------------------------------------------------------------------------
+ALERT_COLUMNS = [c.name for c in nws_alert_messages.columns if c.name not in (
+    "chain_id", "superseded_by", "chain_cancelled", "first_seen_at", "last_seen_at", "vanished_at")]
+
+
+def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_updated: datetime,
+                        fetched_at: datetime, filters: str, retention: Any) -> dict[str, int]:
+    """Upsert the fetched messages, then recompute chains, vanished alerts and the 24 h retention."""
+    existing = {r.id: r for r in conn.execute(sa.select(
+        nws_alert_messages.c.id, nws_alert_messages.c.first_seen_at, nws_alert_messages.c.last_seen_at))}
+    latest_before = conn.execute(sa.select(sa.func.max(nws_alert_fetches.c.feed_updated))).scalar()
+    if latest_before is not None and latest_before.replace(tzinfo=UTC) > feed_updated:
+        # Case C06: an edge served an older feed than one we already have. Keep the newer state.
+        raise ValueError(f"feed updated {feed_updated.isoformat()} is older than the stored "
+                         f"{latest_before.isoformat()}; refusing to move MINDEX backwards")
+    messages = []
+    for row in rows:
+        message = {k: row[k] for k in ALERT_COLUMNS}
+        previous = existing.get(row["id"])
+        message["first_seen_at"] = previous.first_seen_at if previous is not None and previous.first_seen_at \
+            else feed_updated
+        message["last_seen_at"] = feed_updated
+        message["vanished_at"] = None
+        messages.append(message)
+    upsert(conn, nws_alert_messages, messages, ["id"])
+    ids = [m["id"] for m in messages]
+    for start in range(0, len(ids), 500):
+        conn.execute(nws_alert_zones.delete().where(nws_alert_zones.c.alert_id.in_(ids[start:start + 500])))
+    zones = [{"alert_id": r["id"], "code_type": kind, "code": code}
+             for r in rows for kind, column in (("UGC", "ugc_codes"), ("SAME", "same_codes"))
+             for code in sorted(set((r[column] or "").split(","))) if code]
+    if zones:
+        conn.execute(nws_alert_zones.insert(), zones)
+    upsert(conn, nws_alert_fetches, [{"feed_updated": feed_updated, "fetched_at": fetched_at,
+                                      "alert_count": len(rows), "filters": filters}], ["feed_updated"])
+
+    # Chains over everything still cached, so a Cancel arriving later closes a chain we saw before.
+    m = nws_alert_messages.c
+    cached = conn.execute(sa.select(m.id, m.message_type, m.sent, m.references, m.chain_id, m.superseded_by,
+                                    m.chain_cancelled)).all()
+    states = chain_states((r.id, r.message_type, r.sent.replace(tzinfo=UTC) if r.sent else None, r.references)
+                          for r in cached)
+    for r in cached:
+        state = states[r.id]
+        if (r.chain_id, r.superseded_by, r.chain_cancelled) != (state.chain_id, state.superseded_by,
+                                                                  state.cancelled):
+            conn.execute(nws_alert_messages.update().where(m.id == r.id).values(
+                chain_id=state.chain_id, superseded_by=state.superseded_by, chain_cancelled=state.cancelled))
+    # An alert whose chain just left the feed without a Cancel: mark it vanished (never delete, never "cancelled").
+    vanished = conn.execute(
+        nws_alert_messages.update()
+        .where(nws_alert_messages.c.last_seen_at < feed_updated, nws_alert_messages.c.vanished_at.is_(None),
+               nws_alert_messages.c.superseded_by.is_(None), nws_alert_messages.c.message_type != "Cancel",
+               sa.or_(nws_alert_messages.c.chain_cancelled.is_(None), nws_alert_messages.c.chain_cancelled.is_(False)))
+        .values(vanished_at=feed_updated)).rowcount
+    removed = 0
+    if retention is not None:
+        cutoff = feed_updated - retention
+        old = [r.id for r in conn.execute(sa.select(nws_alert_messages.c.id).where(
+            nws_alert_messages.c.last_seen_at < cutoff))]
+        for start in range(0, len(old), 500):
+            chunk = old[start:start + 500]
+            conn.execute(nws_alert_zones.delete().where(nws_alert_zones.c.alert_id.in_(chunk)))
+            conn.execute(nws_alert_messages.delete().where(nws_alert_messages.c.id.in_(chunk)))
+        removed = len(old)
+        conn.execute(nws_alert_fetches.delete().where(nws_alert_fetches.c.feed_updated < cutoff))
+    return {"messages": len(messages), "zones": len(zones), "vanished": vanished, "expired_by_retention": removed}
+
+
+@dg.asset(**_args("nws_alerts", "mindex_nws_alerts", [ALERTS.name],
+                  "NWS alert messages in MINDEX `nws_alert_messages` (+ `nws_alert_zones`, `nws_alert_fetches`), "
+                  "chained by references; view `nws_active_alerts` has one row per active chain as of the latest "
+                  "fetch. Messages are kept 24 h after they were last seen."))
+def mindex_nws_alerts(mirror_store: PartitionStore, mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    ensure_schema(mindex_db.engine)
+    manifest = mirror_store.manifest(ALERTS.name, "snapshot") or {}
+    feed_updated = datetime.fromisoformat(manifest.get("feed_updated") or manifest["fetched_at"]).astimezone(UTC)
+    rows = _snapshot_rows(mirror_store, ALERTS.name)
+    with mindex_db.engine.begin() as conn:
+        counts = load_alert_snapshot(conn, rows, feed_updated, datetime.fromisoformat(manifest["fetched_at"]),
+                                     json.dumps(manifest.get("filters") or {}), sla.retention("nws_alerts"))
+    with mindex_db.engine.connect() as conn:
+        active = _count(conn, "SELECT COUNT(*) FROM nws_active_alerts")
+        cached = _count(conn, "SELECT COUNT(*) FROM nws_alert_messages")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": counts["messages"], "active_alert_chains": active, "cached_messages": cached,
+        "zones": counts["zones"], "vanished_without_cancel": counts["vanished"],
+        "removed_by_retention": counts["expired_by_retention"], "feed_updated": feed_updated.isoformat(),
+        "database": mindex_db.describe(),
+    })
+
+
+# --- weather ------------------------------------------------------------------------------------------------
+@dg.asset(**_args("weather", "mindex_weather_forecasts", [WEATHER_DATASET],
+                  "Forecasts in MINDEX `weather_forecasts` (long format, both providers) and per site/provider "
+                  "status in `weather_site_status`; view `weather_latest_forecast`. A failed site keeps its last "
+                  "good forecast, marked stale; forecasts are kept 48 h except each site's latest."))
+def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    ensure_schema(mindex_db.engine)
+    manifest = mirror_store.manifest(WEATHER_DATASET, "snapshot") or {}
+    rows = _snapshot_rows(mirror_store, WEATHER_DATASET)
+    checked_at = datetime.fromisoformat(manifest["fetched_at"])
+    keys = ["site", "provider", "issued_at", "resolution", "variable", "valid_from"]
+    issued: dict[tuple[str, str], datetime] = {}
+    for row in rows:
+        pair = (row["site"], row["provider"])
+        issued[pair] = max(issued.get(pair, row["issued_at"]), row["issued_at"])
+    status = [{"site": site, "provider": provider, "checked_at": checked_at, "last_success_at": checked_at,
+               "last_issued_at": when, "stale": False, "last_error": None} for (site, provider), when in issued.items()]
+    failures = []
+    for label, error in (manifest.get("site_errors") or {}).items():
+        site, provider = label.split("/", 1)
+        failures.append({"site": site, "provider": provider, "checked_at": checked_at, "stale": True,
+                         "last_error": json.dumps(error)})
+    retention = sla.retention("weather")
+    with mindex_db.engine.begin() as conn:
+        for start in range(0, len(rows), 5000):
+            upsert(conn, weather_forecasts, rows[start:start + 5000], keys)
+        upsert(conn, weather_site_status, status, ["site", "provider"])
+        for failure in failures:  # keep last_success_at / last_issued_at: the last good forecast stays
+            updated = conn.execute(weather_site_status.update().where(
+                weather_site_status.c.site == failure["site"], weather_site_status.c.provider == failure["provider"]
+            ).values(checked_at=checked_at, stale=True, last_error=failure["last_error"])).rowcount
+            if not updated:
+                conn.execute(weather_site_status.insert().values(**failure))
+        removed = 0
+        if retention is not None:
+            latest = sa.select(weather_forecasts.c.site, weather_forecasts.c.provider,
+                               sa.func.max(weather_forecasts.c.issued_at).label("issued_at")).group_by(
+                weather_forecasts.c.site, weather_forecasts.c.provider).subquery()
+            keep_latest = sa.exists().where(latest.c.site == weather_forecasts.c.site,
+                                            latest.c.provider == weather_forecasts.c.provider,
+                                            latest.c.issued_at == weather_forecasts.c.issued_at)
+            removed = conn.execute(weather_forecasts.delete().where(
+                weather_forecasts.c.issued_at < checked_at - retention, ~keep_latest)).rowcount
+    with mindex_db.engine.connect() as conn:
+        latest_rows = _count(conn, "SELECT COUNT(*) FROM weather_latest_forecast")
+        stale = _count(conn, "SELECT COUNT(*) FROM weather_site_status WHERE stale")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(rows), "latest_forecast_rows": latest_rows, "stale_site_providers": stale,
+        "removed_by_retention": removed, "database": mindex_db.describe(),
+    })
+
+
+# --- air quality --------------------------------------------------------------------------------------------
+@dg.asset(**_args("openaq", "mindex_air_quality", [LOCATIONS.name, LATEST.name],
+                  "OpenAQ stations, sensors and the latest value per sensor in MINDEX (`aq_stations`, "
+                  "`aq_sensors`, `aq_latest`); view `aq_latest_values` gives the newest real value per station, "
+                  "parameter and unit (sentinels excluded)."))
+def mindex_air_quality(mirror_store: PartitionStore, mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    ensure_schema(mindex_db.engine)
+    locations = _snapshot_rows(mirror_store, LOCATIONS.name)
+    stations = [{c.name: row[c.name] for c in aq_stations.columns} for row in locations]
+    sensors = []
+    for row in locations:
+        for sensor in json.loads(row["sensors_json"] or "[]"):
+            parameter = sensor.get("parameter") or {}
+            if isinstance(sensor.get("id"), int):
+                sensors.append({"id": sensor["id"], "station_id": row["id"], "name": sensor.get("name"),
+                                "parameter_id": parameter.get("id"), "parameter": parameter.get("name"),
+                                "unit": parameter.get("units")})
+    latest = [{"sensor_id": r["sensor_id"], "station_id": r["location_id"], "datetime_utc": r["datetime_utc"],
+               "value": r["value"], "value_raw": r["value_raw"], "is_missing_sentinel": r["is_missing_sentinel"],
+               "qc_flags": r["qc_flags"]} for r in _snapshot_rows(mirror_store, LATEST.name)]
+    with mindex_db.engine.begin() as conn:
+        upsert(conn, aq_stations, stations, ["id"])
+        upsert(conn, aq_sensors, sensors, ["id"])
+        upsert(conn, aq_latest, latest, ["sensor_id"], newer_column="datetime_utc")
+    with mindex_db.engine.connect() as conn:
+        values = _count(conn, "SELECT COUNT(*) FROM aq_latest_values")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(stations) + len(sensors) + len(latest), "stations": len(stations),
+        "sensors": len(sensors), "latest_values": len(latest), "latest_values_view_rows": values,
+        "database": mindex_db.describe(),
+    })
+
+
+@dg.asset(**_args("openaq", "mindex_air_quality_measurements", [MEASUREMENTS.name],
+                  "OpenAQ hourly measurements in MINDEX `aq_measurements` (natural key sensor + period start); "
+                  "view `aq_daily_means` averages real values only, per unit.", partitioned=True))
+def mindex_air_quality_measurements(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
+                                    mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    ensure_schema(mindex_db.engine)
+    columns = [c.name for c in aq_measurements.columns if c.name not in ("station_id", "partition_key")]
+    counts = {}
+    for key in context.partition_keys:
+        sent = 0
+        with mindex_db.engine.begin() as conn:
+            for batch in mirror_store.read_batches(MEASUREMENTS.name, key):
+                rows = [{**{c: r[c] for c in columns}, "station_id": r["location_id"], "partition_key": key}
+                        for r in batch.to_pylist()]
+                sent += upsert(conn, aq_measurements, rows, ["sensor_id", "datetime_from"])
+        counts[key] = sent
+        window = mirror_store.stored_window(MEASUREMENTS.name, key)
+        context.add_asset_metadata({"dagster/row_count": sent,
+                                    "source_window": window.describe() if window else "unknown"}, partition_key=key)
+    return dg.MaterializeResult(metadata={"run_row_count": sum(counts.values()), "database": mindex_db.describe()})
