@@ -33,7 +33,10 @@ def parse_utc(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: a sentinel, not a time
+        return None
 
 
 def parse_date(value: Any) -> date | None:
@@ -49,12 +52,18 @@ def as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            return None
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        return None
+    # Parquet int64: anything wider is not an id or a count we can store.
+    return number if -(2**63) <= number < 2**63 else None
 
 
 def as_float(value: Any) -> float | None:
@@ -76,6 +85,15 @@ def as_str(value: Any) -> str | None:
 
 def valid_coordinates(lat: float | None, lon: float | None) -> bool:
     return lat is not None and lon is not None and -90 <= lat <= 90 and -180 <= lon <= 180
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list field that may arrive as null, a scalar or a string: always a list."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [value]
 
 
 def join_flags(flags: list[str]) -> str | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -39,6 +39,12 @@ class Dataset:
     cursor_column: str | None = None  # the update-time column partitions are windows of
     results_key: str = "results"
     description: str = ""
+
+
+class SyncConfig(dg.Config):
+    """Run config of incremental mirrors."""
+
+    full_refresh: bool = False  # re-fetch every window whole instead of only what changed since the last fetch
 
 
 @dataclass
@@ -83,6 +89,43 @@ def run_windows(store: PartitionStore, dataset: str, partitions_def: dg.TimeWind
     return windows
 
 
+# An incremental refresh re-reads a little before the last fetch: sources index updates with some lag.
+REFRESH_OVERLAP = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """What one run asks the source for: everything with a cursor from ``since`` (None: from the beginning), and
+    which of its partitions already exist and are merged with what is fetched now."""
+
+    since: datetime | None
+    merge: set[str]
+
+    def describe(self) -> str:
+        return self.since.isoformat() if self.since else "beginning of history"
+
+
+def fetch_plan(store: PartitionStore, dataset: str, windows: list[PartitionWindow], full_refresh: bool = False,
+               overlap: timedelta = REFRESH_OVERLAP) -> FetchPlan:
+    """A partition synced before only needs what changed since its last fetch (minus ``overlap``); a new one needs
+    its whole window. So refreshing today's partition every few hours, or closing yesterday's, costs a few
+    requests, never a re-download of its window (and never of all history for the first partition synced).
+    ``full_refresh`` re-fetches every window whole."""
+    starts: list[datetime | None] = []
+    merge: set[str] = set()
+    for window in windows:
+        manifest = None if full_refresh else store.manifest(dataset, window.key)
+        if manifest and manifest.get("fetched_at"):
+            merge.add(window.key)
+            resume = datetime.fromisoformat(manifest["fetched_at"]) - overlap
+            starts.append(resume if window.start is None else max(window.start, resume))
+        else:
+            starts.append(window.start)
+    if any(start is None for start in starts):
+        return FetchPlan(None, merge)
+    return FetchPlan(min(starts), merge)  # type: ignore[type-var]
+
+
 def snapshot_window(now: datetime | None = None) -> list[PartitionWindow]:
     """Unpartitioned snapshots (taxa, species) are one window: everything the source has, as of now."""
     return [PartitionWindow("snapshot", None, now or datetime.now(UTC))]
@@ -110,6 +153,9 @@ def mirror_pages(writer: RunWriter, pages: Iterable[ApiResponse], dataset: Datas
             except RecordRejected as exc:
                 stats.reject(str(exc))
                 continue
+            except Exception as exc:  # noqa: BLE001 - one malformed record must not lose the page (raw is kept)
+                stats.reject(f"{exc.__class__.__name__}: {exc}")
+                continue
             key = natural_key_of(dataset, row)
             if key in seen:
                 stats.duplicates += 1
@@ -120,20 +166,39 @@ def mirror_pages(writer: RunWriter, pages: Iterable[ApiResponse], dataset: Datas
             seen.add(key)
             rows.append(row)
         if rows:
-            writer.write(pa.RecordBatch.from_pylist(rows, schema=dataset.schema))
-            stats.rows_written += len(rows)
+            batch = to_batch(rows, dataset.schema, stats)
+            writer.write(batch)
+            stats.rows_written += batch.num_rows
         stats.pages += 1
         if log is not None and stats.pages % 50 == 0:
             log(f"{dataset.name}: {stats.pages} pages, {stats.rows_written} rows so far")
     return stats
 
 
-def cursor_before(column: str, end: datetime) -> Callable[[dict[str, Any]], bool]:
-    """Keep rows whose cursor is before the run's end; later updates belong to the next sync."""
+def to_batch(rows: list[dict[str, Any]], schema: pa.Schema, stats: MirrorStats | None = None) -> pa.RecordBatch:
+    """Rows → Arrow. A value Arrow refuses (an integer wider than int64, a wrong type) rejects only its own row."""
+    try:
+        return pa.RecordBatch.from_pylist(rows, schema=schema)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        good = []
+        for row in rows:
+            try:
+                pa.RecordBatch.from_pylist([row], schema=schema)
+            except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+                if stats is not None:
+                    stats.reject(f"{exc.__class__.__name__}: {exc}")
+                continue
+            good.append(row)
+        return pa.RecordBatch.from_pylist(good, schema=schema)
+
+
+def cursor_before(column: str, end: datetime, start: datetime | None = None) -> Callable[[dict[str, Any]], bool]:
+    """Keep rows whose cursor is in the run's window: later updates belong to the next sync, and earlier ones
+    (a source that filters by whole days returns some) to the partition that already holds them."""
 
     def keep(row: dict[str, Any]) -> bool:
         value = row.get(column)
-        return value is None or value < end
+        return value is None or (value < end and (start is None or value >= start))
 
     return keep
 
@@ -145,6 +210,9 @@ def report_materialization(context: dg.AssetExecutionContext, windows: list[Part
     the run's fetch statistics are shared by the partitions it wrote."""
     run_metadata: dict[str, Any] = {
         "served_from": "live",
+        "fetched_since": _iso_or_open(writer.fetch_since) if writer.fetch_since or writer.merge else
+        _iso_or_open(windows[0].start),
+        "merged_partitions": dg.MetadataValue.json(sorted(writer.merge)),
         "run_source_window": f"[{_iso_or_open(windows[0].start)}, {windows[-1].end.isoformat()})",
         "run_row_count": sum(counts.values()),
         "pages_fetched": stats.pages,
@@ -183,8 +251,9 @@ def _iso_or_open(value: datetime | None) -> str:
 def rebuild_from_raw(store: PartitionStore, dataset: Dataset, key: str,
                      batch_rows: int = 5_000) -> Iterator[pa.RecordBatch]:
     """Re-normalize one partition from its archived raw responses, offline: the same rows, in the same order, as
-    the run that wrote it. The archive of a range run holds several partitions; the stored window selects this
-    one's rows (rows without a cursor went to the run's first partition)."""
+    the runs that wrote it. Archives are read newest first (a merged refresh put its rows first and kept the older
+    rows it did not fetch again); the stored window, and each run's ``fetch_since``, select this partition's rows
+    from archives of range runs (rows without a cursor went to the run's first partition)."""
     manifest = store.manifest(dataset.name, key)
     if manifest is None:
         raise FileNotFoundError(f"partition {dataset.name}/{key} has not been materialized")
@@ -192,28 +261,31 @@ def rebuild_from_raw(store: PartitionStore, dataset: Dataset, key: str,
     first_in_run = manifest.get("run_window", [None])[0] == manifest.get("window_start")
     seen: set[Any] = set()
     rows: list[dict[str, Any]] = []
-    for page in store.iter_raw_pages(dataset.name, key):
-        payload = json.loads(page["body"])
-        records = payload.get(dataset.results_key) if isinstance(payload, dict) else payload
-        for record in records or []:
-            try:
-                row = dataset.normalize(record)
-            except RecordRejected:
-                continue
-            if natural_key_of(dataset, row) in seen:
-                continue
-            if dataset.cursor_column is not None and window is not None:
-                cursor = row.get(dataset.cursor_column)
-                if cursor is None:
-                    if not first_in_run:
-                        continue
-                elif cursor >= window.end or (not first_in_run and window.start is not None
-                                              and cursor < window.start):
+    for archive in store.raw_archives(dataset.name, key):
+        since = datetime.fromisoformat(archive["fetch_since"]) if archive.get("fetch_since") else None
+        for page in store.iter_raw_pages(dataset.name, key, archive["path"]):
+            payload = json.loads(page["body"])
+            records = payload.get(dataset.results_key) if isinstance(payload, dict) else payload
+            for record in records or []:
+                try:
+                    row = dataset.normalize(record)
+                    pa.RecordBatch.from_pylist([row], schema=dataset.schema)
+                except Exception:  # noqa: BLE001 - rejected at fetch time too
                     continue
-            seen.add(natural_key_of(dataset, row))
-            rows.append(row)
-            if len(rows) >= batch_rows:
-                yield pa.RecordBatch.from_pylist(rows, schema=dataset.schema)
-                rows = []
+                if natural_key_of(dataset, row) in seen:
+                    continue
+                if dataset.cursor_column is not None and window is not None:
+                    cursor = row.get(dataset.cursor_column)
+                    if cursor is None:
+                        if not first_in_run:
+                            continue
+                    elif cursor >= window.end or (since is not None and cursor < since) or (
+                            not first_in_run and window.start is not None and cursor < window.start):
+                        continue
+                seen.add(natural_key_of(dataset, row))
+                rows.append(row)
+                if len(rows) >= batch_rows:
+                    yield pa.RecordBatch.from_pylist(rows, schema=dataset.schema)
+                    rows = []
     if rows:
         yield pa.RecordBatch.from_pylist(rows, schema=dataset.schema)

@@ -28,9 +28,10 @@ class SourceUnreachable(ApiError):
 
 
 class ServerError(ApiError):
-    """5xx answers that stayed 5xx after retries."""
+    """5xx answers that stayed 5xx after retries. ``retry_after`` when the server said when to come back."""
 
     transient = True
+    retry_after: float | None = None
 
 
 class RateLimited(ApiError):

@@ -43,6 +43,10 @@ RETRYABLE_STATUS = {500, 502, 503, 504}
 WAIT_HEADERS = ("retry-after", "x-rate-limit-retry-after-seconds", "x-ratelimit-reset")
 # problem+json types that are not transient: retrying them only burns budget (case C07).
 NON_RETRYABLE_PROBLEMS = {"ForecastGridExpired", "InvalidPoint", "NotFound", "BadRequest"}
+# A 429 body that names a quota period: wait for the period instead of retrying within seconds (case C05).
+QUOTA_WORDS = re.compile(r"\b(minute|minutely|hour|hourly|day|daily)\b[^.]{0,40}\blimit", re.IGNORECASE)
+QUOTA_WAITS = {"minute": 60.0, "minutely": 60.0, "hour": 3600.0, "hourly": 3600.0, "day": 86400.0,
+               "daily": 86400.0}
 
 
 @dataclass(frozen=True)
@@ -166,10 +170,16 @@ class ApiClient(dg.ConfigurableResource):
             self.budget.acquire()
             try:
                 response = self._http().get(url, params=clean_params, headers=headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-                last_error = SourceUnreachable(self.api_name, f"cannot connect: {exc.__class__.__name__}", url=url)
             except httpx.TimeoutException as exc:
                 last_error = SourceUnreachable(self.api_name, f"timed out: {exc.__class__.__name__}", url=url)
+            except httpx.TransportError as exc:
+                # Refused, reset, dropped mid-body, protocol errors: the source is (for now) unreachable.
+                kind = "cannot connect" if isinstance(exc, httpx.ConnectError) else "connection failed"
+                last_error = SourceUnreachable(self.api_name, f"{kind}: {exc.__class__.__name__}", url=url)
+            except httpx.DecodingError as exc:
+                last_error = BadPayload(self.api_name, f"body could not be decoded: {exc}", url=url)
+            except httpx.TooManyRedirects as exc:
+                raise ClientRequestError(self.api_name, f"redirect loop: {exc}", url=url) from None
             else:
                 try:
                     return self._interpret(response, url, clean_params)
@@ -185,11 +195,11 @@ class ApiClient(dg.ConfigurableResource):
         raise last_error
 
     def _wait_before_retry(self, error: ApiError, attempt: int) -> float:
-        if isinstance(error, RateLimited):
-            if error.retry_after is not None:
-                if error.retry_after > self.max_retry_after:
-                    raise error  # hourly/daily quota: end the run as "retry later", don't spin
-                return error.retry_after + random.uniform(0, 0.1)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            if retry_after > self.max_retry_after:
+                raise error  # hourly/daily quota or a long outage: end the run as "retry later", don't spin
+            return retry_after + random.uniform(0, 0.1)
         return self._backoff(attempt)
 
     def _interpret(self, response: httpx.Response, url: str, params: dict[str, Any]) -> ApiResponse:
@@ -197,22 +207,29 @@ class ApiClient(dg.ConfigurableResource):
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         text = response.text
 
-        if content_type == "application/problem+json" or (status >= 400 and '"correlationId"' in text[:2000]):
-            self._raise_problem(response, url, text)
+        # Status first: a 429, 401 or 410 means the same whatever the body looks like (problem+json included).
         if status == 429:
             wait = parse_wait_seconds(response.headers)
-            raise RateLimited(self.api_name, f"too many requests{'' if wait is None else f'; wait {wait:.0f} s'}",
-                              retry_after=wait, url=url, status=status)
+            quota = QUOTA_WORDS.search(text[:500])
+            if wait is None and quota:
+                # Case C05: "Hourly API request limit exceeded" — retrying within seconds cannot help.
+                wait = QUOTA_WAITS[quota.group(1).lower()]
+            raise RateLimited(self.api_name, f"too many requests{'' if wait is None else f'; wait {wait:.0f} s'}"
+                              + (f" ({quota.group(0)})" if quota else ""), retry_after=wait, url=url, status=status)
         if status == 401:
             raise AuthError(self.api_name, "missing or invalid API key / credentials", url=url, status=status)
         if status == 410:
             raise EndpointRetired(self.api_name, "endpoint retired (410 Gone); migrate to the current API",
                                   url=url, status=status)
+        if content_type == "application/problem+json" or (status >= 400 and '"correlationId"' in text[:2000]):
+            self._raise_problem(response, url, text)
         if status == 403 and "html" in content_type:
             raise BlockedByEdge(self.api_name, f"blocked by an HTML error page: {_html_title(text)!r}",
                                 url=url, status=status)
         if status in RETRYABLE_STATUS or status >= 500:
-            raise ServerError(self.api_name, f"server error: {text[:200]!r}", url=url, status=status)
+            error = ServerError(self.api_name, f"server error: {text[:200]!r}", url=url, status=status)
+            error.retry_after = parse_wait_seconds(response.headers)  # a 503 may say when to come back
+            raise error
         if status >= 400:
             raise ClientRequestError(self.api_name, f"request rejected: {text[:300]!r}", url=url, status=status)
         if "html" in content_type or text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):

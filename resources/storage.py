@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -114,12 +115,22 @@ class PartitionStore(dg.ConfigurableResource):
             raise FileNotFoundError(f"partition {dataset}/{key} has not been materialized ({path})")
         yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
 
-    def iter_raw_pages(self, dataset: str, key: str) -> Iterator[dict[str, Any]]:
-        """The raw responses a partition was built from (for offline rebuilds and cache fallback)."""
+    def raw_archives(self, dataset: str, key: str) -> list[dict[str, Any]]:
+        """The raw archives a partition was built from, newest first, each with the ``fetch_since`` of its run
+        (a partition refreshed incrementally is its newest fetch merged over the older ones)."""
         manifest = self.manifest(dataset, key) or {}
-        archive = manifest.get("raw_archive")
-        if not archive:
-            return
+        archives = manifest.get("raw_archives")
+        if archives is None and manifest.get("raw_archive"):
+            archives = [{"path": manifest["raw_archive"], "fetch_since": manifest.get("window_start")}]
+        return archives or []
+
+    def iter_raw_pages(self, dataset: str, key: str, archive: str | None = None) -> Iterator[dict[str, Any]]:
+        """The raw responses of one archive (default: the newest) a partition was built from."""
+        if archive is None:
+            archives = self.raw_archives(dataset, key)
+            if not archives:
+                return
+            archive = archives[0]["path"]
         with gzip.open(self.root / archive, "rt", encoding="utf-8") as fh:
             for line in fh:
                 yield json.loads(line)
@@ -140,19 +151,35 @@ class PartitionStore(dg.ConfigurableResource):
 
     # -- writing --------------------------------------------------------------------------------------------
     def open_run(self, dataset: str, schema: pa.Schema, windows: list[PartitionWindow],
-                 route_column: str | None = None, run_info: dict[str, Any] | None = None) -> RunWriter:
+                 route_column: str | None = None, run_info: dict[str, Any] | None = None,
+                 merge: set[str] | None = None, key_columns: list[str] | None = None,
+                 fetch_since: datetime | None = None) -> RunWriter:
         """A writer for one run over one or more consecutive partitions. With several partitions, each row goes
         to the partition whose window holds its ``route_column`` value (values before the first window go to the
-        first partition, whose window is open at the start)."""
+        first partition, whose window is open at the start).
+
+        Partitions named in ``merge`` were fetched only since ``fetch_since`` (an incremental refresh): their new
+        file is the rows fetched now plus the rows of the existing file whose natural key (``key_columns``) was
+        not fetched again. Every other partition is replaced by exactly what this run fetched."""
         if len(windows) > 1 and route_column is None:
             raise ValueError("a run over several partitions needs a route column")
-        return RunWriter(self, dataset, schema, windows, route_column, run_info or {})
+        if merge and not key_columns:
+            raise ValueError("merging into existing partitions needs the natural key columns")
+        return RunWriter(self, dataset, schema, windows, route_column, run_info or {}, merge or set(),
+                         key_columns or [], fetch_since)
 
 
 class RunWriter:
     def __init__(self, store: PartitionStore, dataset: str, schema: pa.Schema, windows: list[PartitionWindow],
-                 route_column: str | None, run_info: dict[str, Any]):
+                 route_column: str | None, run_info: dict[str, Any], merge: set[str] | None = None,
+                 key_columns: list[str] | None = None, fetch_since: datetime | None = None):
         self.store = store
+        self.merge = set(merge or ())
+        self.key_columns = list(key_columns or [])
+        self.fetch_since = fetch_since
+        self._written_keys: set[Any] = set()
+        # What the partitions being merged held before, read now: the files are replaced at commit.
+        self._previous = {key: store.manifest(dataset, key) or {} for key in self.merge}
         self.dataset = dataset
         self.schema = schema
         self.windows = windows
@@ -169,6 +196,7 @@ class RunWriter:
 
         store.dataset_dir(dataset).mkdir(parents=True, exist_ok=True)
         store.raw_dir(dataset).mkdir(parents=True, exist_ok=True)
+        _sweep_stale_temps(store.dataset_dir(dataset), store.raw_dir(dataset))
         stamp = self.fetched_at.strftime("%Y%m%dT%H%M%S%fZ")
         span = windows[0].key if len(windows) == 1 else f"{windows[0].key}__{windows[-1].key}"
         self.raw_final = store.raw_dir(dataset) / f"{span}.{stamp}.jsonl.gz"
@@ -211,6 +239,8 @@ class RunWriter:
             return
         batch = batch.select(self.schema.names) if batch.schema != self.schema else batch
         if len(self.windows) == 1:
+            if self.merge:
+                self._written_keys.update(self._keys(batch))
             self._writer.write_batch(batch)
         else:
             self._writer.write_batch(self._with_partition_index(batch))
@@ -227,18 +257,45 @@ class RunWriter:
         index = np.minimum(index, last).astype(np.int32)
         return pa.RecordBatch.from_arrays([*batch.columns, pa.array(index)], schema=self._spool_schema)
 
+    def _keys(self, batch: pa.RecordBatch | pa.Table) -> list[Any]:
+        columns = [batch.column(name).to_pylist() for name in self.key_columns]
+        return columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
+
+    def _append_previous(self, writer: pq.ParquetWriter, key: str, written: set[Any]) -> int:
+        """Stream the existing partition's rows whose key this run did not fetch again."""
+        kept = 0
+        for batch in self.store.read_batches(self.dataset, key):
+            mask = pa.array([k not in written for k in self._keys(batch)], pa.bool_())
+            rest = batch.filter(mask)
+            if rest.num_rows:
+                writer.write_batch(rest.cast(self.schema) if rest.schema != self.schema else rest)
+                kept += rest.num_rows
+        return kept
+
     # -- committing -----------------------------------------------------------------------------------------
     def _manifest(self, window: PartitionWindow) -> dict[str, Any]:
+        raw = {"path": str(self.raw_final.relative_to(self.store.root)), "fetch_since": _iso(self.fetch_since)
+               if self.fetch_since or window.key in self.merge else _iso(window.start)}
+        older = self.store_archives_before(window.key) if window.key in self.merge else []
         return {
             "dataset": self.dataset,
             "partition_key": window.key,
             "window_start": _iso(window.start),
             "window_end": _iso(window.end),
             "fetched_at": self.fetched_at.isoformat(),
-            "raw_archive": str(self.raw_final.relative_to(self.store.root)),
+            "raw_archive": raw["path"],
+            "raw_archives": [raw, *older],
+            "merged_over_previous": window.key in self.merge,
             "run_window": [_iso(self.windows[0].start), _iso(self.windows[-1].end)],
             **self.run_info,
         }
+
+    def store_archives_before(self, key: str) -> list[dict[str, Any]]:
+        previous = self._previous.get(key) or {}
+        archives = previous.get("raw_archives")
+        if archives is None and previous.get("raw_archive"):
+            archives = [{"path": previous["raw_archive"], "fetch_since": previous.get("window_start")}]
+        return list(archives or [])
 
     def commit(self, **run_info: Any) -> dict[str, int]:
         """Finish every partition's temp file, then rename raw archive and partitions into place."""
@@ -248,9 +305,11 @@ class RunWriter:
         finals: list[tuple[Path, Path]] = []
         if len(self.windows) == 1:
             window = self.windows[0]
+            counts[window.key] = self.rows_written
+            if window.key in self.merge:
+                counts[window.key] += self._append_previous(self._writer, window.key, self._written_keys)
             self._writer.add_key_value_metadata({MANIFEST_KEY: json.dumps(self._manifest(window))})
             self._writer.close()
-            counts[window.key] = self.rows_written
             finals.append((self._parquet_tmp, self.store.parquet_path(self.dataset, window.key)))
         else:
             self._writer.close()
@@ -283,12 +342,18 @@ class RunWriter:
         for position, window in enumerate(self.windows):
             end = int(sorted_index.searchsorted(position, side="right"))
             tmp = self._temp(self.store.parquet_path(self.dataset, window.key))
+            written: set[Any] = set()
             with pq.ParquetWriter(tmp, self.schema) as writer:
                 for chunk_start in range(start, end, TAKE_CHUNK):
                     chunk = table.take(order[chunk_start: min(end, chunk_start + TAKE_CHUNK)])
-                    writer.write_table(chunk.drop_columns([PARTITION_INDEX]))
+                    chunk = chunk.drop_columns([PARTITION_INDEX])
+                    if window.key in self.merge:
+                        written.update(self._keys(chunk))
+                    writer.write_table(chunk)
+                counts[window.key] = end - start
+                if window.key in self.merge:
+                    counts[window.key] += self._append_previous(writer, window.key, written)
                 writer.add_key_value_metadata({MANIFEST_KEY: json.dumps(self._manifest(window))})
-            counts[window.key] = end - start
             finals.append((tmp, self.store.parquet_path(self.dataset, window.key)))
             start = end
         return finals
@@ -311,12 +376,27 @@ class RunWriter:
         """Drop raw archives that no partition manifest references any more (a re-run superseded them)."""
         referenced = set()
         for key in self.store.synced_keys(self.dataset):
-            manifest = self.store.manifest(self.dataset, key) or {}
-            if manifest.get("raw_archive"):
-                referenced.add((self.store.root / manifest["raw_archive"]).name)
+            for archive in self.store.raw_archives(self.dataset, key):
+                referenced.add(Path(archive["path"]).name)
         for path in self.store.raw_dir(self.dataset).glob("*.jsonl.gz"):
             if path.name not in referenced:
                 path.unlink(missing_ok=True)
+
+
+STALE_TEMP_SECONDS = 6 * 3600
+
+
+def _sweep_stale_temps(*folders: Path) -> None:
+    """Temp files of a run that was killed hard (SIGKILL, OOM) are never cleaned by that run; drop them once they
+    are old enough that no live run can own them. Runs of one dataset never take that long."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for folder in folders:
+        for path in folder.glob(".*.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def _fsync(path: Path) -> None:

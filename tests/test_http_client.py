@@ -60,7 +60,8 @@ def test_rate_limit_longer_than_we_wait_ends_the_run_as_retry_later(replay):
 
 def test_429_without_any_header_backs_off_with_jitter_then_surfaces(replay):
     sleep = FakeSleep()
-    replay.set_fault("inaturalist", "rate_limit", retry_after=None)
+    # A plain 429 with no header and no quota wording (iNaturalist's): back off and retry, then surface.
+    replay.set_fault("inaturalist", "rate_limit", retry_after=None, body="Too Many Requests")
     with pytest.raises(RateLimited) as caught:
         inat(replay, sleep, max_retries=3, backoff_base=1.0, backoff_cap=4.0).get_json("observations")
     assert caught.value.retry_after is None

@@ -16,7 +16,9 @@ from mycosoft_assets.gbif.normalize import (
 )
 from mycosoft_assets.mirror import (
     Dataset,
+    SyncConfig,
     cursor_before,
+    fetch_plan,
     mirror_pages,
     report_materialization,
     run_windows,
@@ -44,17 +46,19 @@ SPECIES = Dataset(name="gbif_species", schema=SPECIES_SCHEMA, normalize=normaliz
                 "interpreted before it. GET /v1/occurrence/search, offset paging, windows split under the "
                 "100,000 deep-paging cap.",
 ))
-def gbif_occurrences(context: dg.AssetExecutionContext, gbif: GbifClient,
+def gbif_occurrences(context: dg.AssetExecutionContext, config: SyncConfig, gbif: GbifClient,
                      mirror_store: PartitionStore) -> dg.MaterializeResult:
     windows = run_windows(mirror_store, OCCURRENCES.name, sla.partitions_def(SOURCE), context.partition_keys)
-    # GBIF filters lastInterpreted by whole days, both ends inclusive; the exclusive end is trimmed below.
-    start, end = windows[0].start, windows[-1].end
+    plan = fetch_plan(mirror_store, OCCURRENCES.name, windows, full_refresh=config.full_refresh)
+    # GBIF filters lastInterpreted by whole days, both ends inclusive; rows outside [start, end) are trimmed below.
+    start, end = plan.since, windows[-1].end
     days = DayWindow(start.date() if start else None, (end - timedelta(microseconds=1)).date())
-    context.log.info(f"syncing {len(windows)} partition(s), lastInterpreted {days.param()}")
-    with mirror_store.open_run(OCCURRENCES.name, OCCURRENCES.schema, windows,
-                               route_column="last_interpreted") as writer:
+    context.log.info(f"syncing {len(windows)} partition(s), lastInterpreted {days.param()}; merging into "
+                     f"{sorted(plan.merge) or 'none'}")
+    with mirror_store.open_run(OCCURRENCES.name, OCCURRENCES.schema, windows, route_column="last_interpreted",
+                               merge=plan.merge, key_columns=["key"], fetch_since=plan.since) as writer:
         pages = gbif.iter_occurrence_pages(FUNGI_TAXON_KEY, days)
-        stats = mirror_pages(writer, pages, OCCURRENCES, keep=cursor_before("last_interpreted", end),
+        stats = mirror_pages(writer, pages, OCCURRENCES, keep=cursor_before("last_interpreted", end, start),
                              log=context.log.info)
         counts = writer.commit()
     return report_materialization(context, windows, counts, stats, writer, mirror_store)

@@ -45,6 +45,8 @@ OCCURRENCE_SCHEMA = pa.schema([
     pa.field("decimal_latitude", pa.float64()),
     pa.field("decimal_longitude", pa.float64()),
     pa.field("coordinate_uncertainty_m", pa.float64()),
+    pa.field("coord_status", pa.string()),
+    pa.field("information_withheld", pa.string()),
     pa.field("country_code", pa.string()),
     pa.field("locality", pa.string()),
     pa.field("event_date_raw", pa.string()),
@@ -117,6 +119,16 @@ def normalize_occurrence(record: Any) -> dict[str, Any]:
     event_raw = as_str(record.get("eventDate"))
     event_first = event_raw.split("/")[0] if event_raw else None
     event_time = parse_utc(event_first) if event_first and "T" in event_first else None
+    withheld = " ".join(filter(None, (as_str(record.get("informationWithheld")),
+                                      as_str(record.get("dataGeneralizations"))))) or None
+    if lat is None:
+        status = "missing"
+    elif withheld:
+        # Publishers blur sensitive records ("Occurrence blurred", "coordinates generalised to 0.1 degrees"):
+        # never treat them as precise (case C03's rule, applied to GBIF).
+        status = "obscured"
+    else:
+        status = "exact"
     source, source_id = republished_observation(record)
     issues = record.get("issues") if isinstance(record.get("issues"), list) else []
     return {
@@ -141,6 +153,8 @@ def normalize_occurrence(record: Any) -> dict[str, Any]:
         "decimal_latitude": lat,
         "decimal_longitude": lon,
         "coordinate_uncertainty_m": as_float(record.get("coordinateUncertaintyInMeters")),
+        "coord_status": status,
+        "information_withheld": withheld,
         "country_code": as_str(record.get("countryCode")),
         "locality": as_str(record.get("locality")),
         "event_date_raw": event_raw,

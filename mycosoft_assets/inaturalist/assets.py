@@ -16,7 +16,9 @@ from mycosoft_assets.inaturalist.normalize import (
 )
 from mycosoft_assets.mirror import (
     Dataset,
+    SyncConfig,
     cursor_before,
+    fetch_plan,
     mirror_pages,
     report_materialization,
     run_windows,
@@ -43,15 +45,17 @@ TAXA = Dataset(name="inaturalist_taxa", schema=TAXON_SCHEMA, normalize=normalize
                 "observations whose updated_at falls in its window; the first partition synced also holds "
                 "everything updated before it. GET /v1/observations, keyset paging by id.",
 ))
-def inaturalist_observations(context: dg.AssetExecutionContext, inaturalist: InaturalistClient,
-                             mirror_store: PartitionStore) -> dg.MaterializeResult:
+def inaturalist_observations(context: dg.AssetExecutionContext, config: SyncConfig,
+                             inaturalist: InaturalistClient, mirror_store: PartitionStore) -> dg.MaterializeResult:
     windows = run_windows(mirror_store, OBSERVATIONS.name, sla.partitions_def(SOURCE), context.partition_keys)
-    context.log.info(f"syncing {len(windows)} partition(s), updated_at in {windows[0].describe()} .. "
-                     f"{windows[-1].end.isoformat()}")
-    with mirror_store.open_run(OBSERVATIONS.name, OBSERVATIONS.schema, windows, route_column="updated_at") as writer:
-        pages = inaturalist.iter_observation_pages(FUNGI_TAXON_ID, updated_since=windows[0].start)
-        stats = mirror_pages(writer, pages, OBSERVATIONS, keep=cursor_before("updated_at", windows[-1].end),
-                             log=context.log.info)
+    plan = fetch_plan(mirror_store, OBSERVATIONS.name, windows, full_refresh=config.full_refresh)
+    context.log.info(f"syncing {len(windows)} partition(s) ending {windows[-1].end.isoformat()}, updated since "
+                     f"{plan.describe()}; merging into {sorted(plan.merge) or 'none'}")
+    with mirror_store.open_run(OBSERVATIONS.name, OBSERVATIONS.schema, windows, route_column="updated_at",
+                               merge=plan.merge, key_columns=["id"], fetch_since=plan.since) as writer:
+        pages = inaturalist.iter_observation_pages(FUNGI_TAXON_ID, updated_since=plan.since)
+        stats = mirror_pages(writer, pages, OBSERVATIONS,
+                             keep=cursor_before("updated_at", windows[-1].end, plan.since), log=context.log.info)
         counts = writer.commit()
     return report_materialization(context, windows, counts, stats, writer, mirror_store)
 

@@ -11,6 +11,7 @@ from mycosoft_assets.common import (
     RecordRejected,
     as_float,
     as_int,
+    as_list,
     as_str,
     join_flags,
     parse_date,
@@ -79,6 +80,9 @@ def coordinates(record: dict[str, Any]) -> tuple[float | None, float | None, lis
         coords = record["geojson"].get("coordinates")
         if isinstance(coords, list) and len(coords) == 2:
             lon, lat = as_float(coords[0]), as_float(coords[1])
+    if (lat is None) != (lon is None):
+        flags.append("half_coordinates")  # one of the pair is missing or unparseable: no position at all
+        return None, None, flags
     if lat is not None and lon is not None:
         if lat == 0 and lon == 0:
             # Case C03 / inaturalist#914: a private observation once surfaced at 0,0. 0,0 is never a position.
@@ -158,7 +162,7 @@ def resolve_taxon(record: dict[str, Any]) -> tuple[int | None, bool]:
     taxon_id = as_int(record.get("id"))
     if record.get("is_active") is not False:
         return taxon_id, False
-    synonyms = [as_int(i) for i in record.get("current_synonymous_taxon_ids") or []]
+    synonyms = [as_int(i) for i in as_list(record.get("current_synonymous_taxon_ids"))]
     synonyms = [i for i in synonyms if i is not None]
     if len(synonyms) == 1:
         return synonyms[0], False
@@ -177,8 +181,8 @@ def normalize_taxon(record: Any) -> dict[str, Any]:
         flags.append("inactive")
     if ambiguous:
         flags.append("taxon_ambiguous")
-    ancestors = [as_int(a) for a in record.get("ancestor_ids") or []]
-    synonyms = [as_int(i) for i in record.get("current_synonymous_taxon_ids") or []]
+    ancestors = [as_int(a) for a in as_list(record.get("ancestor_ids"))]
+    synonyms = [as_int(i) for i in as_list(record.get("current_synonymous_taxon_ids"))]
     return {
         "id": taxon_id,
         "name": as_str(record.get("name")),

@@ -60,7 +60,6 @@ def inaturalist_observation_row(row: dict[str, Any], partition_key: str) -> dict
 
 
 def gbif_occurrence_row(row: dict[str, Any], partition_key: str) -> dict[str, Any]:
-    has_position = row["decimal_latitude"] is not None
     return {
         "source": "gbif",
         "source_id": str(row["key"]),
@@ -73,7 +72,7 @@ def gbif_occurrence_row(row: dict[str, Any], partition_key: str) -> dict[str, An
         "observed_at": row["event_time"],
         "latitude": row["decimal_latitude"],
         "longitude": row["decimal_longitude"],
-        "coord_status": "exact" if has_position else "missing",
+        "coord_status": row["coord_status"],
         "coordinate_uncertainty_m": row["coordinate_uncertainty_m"],
         "quality": row["basis_of_record"],
         "country_code": row["country_code"],

@@ -12,7 +12,9 @@ from mycosoft_assets.assetkit import source_asset_args
 from mycosoft_assets.mirror import (
     Dataset,
     MirrorStats,
+    SyncConfig,
     cursor_before,
+    fetch_plan,
     mirror_pages,
     report_materialization,
     run_windows,
@@ -95,16 +97,18 @@ def openaq_latest(context: dg.AssetExecutionContext, openaq: OpenAqClient,
                 "measurements whose period starts in its hour (UTC); a first sync reaches back 90 days (SLA table) "
                 "from each station's last reading.",
 ), deps=[LOCATIONS.name])
-def openaq_measurements(context: dg.AssetExecutionContext, openaq: OpenAqClient,
+def openaq_measurements(context: dg.AssetExecutionContext, config: SyncConfig, openaq: OpenAqClient,
                         mirror_store: PartitionStore) -> dg.MaterializeResult:
     windows = run_windows(mirror_store, MEASUREMENTS.name, sla.partitions_def(SOURCE), context.partition_keys)
+    plan = fetch_plan(mirror_store, MEASUREMENTS.name, windows, full_refresh=config.full_refresh)
     end = windows[-1].end
     lookback = sla.sla(SOURCE).initial_lookback
     total = MirrorStats()
-    with mirror_store.open_run(MEASUREMENTS.name, MEASUREMENTS.schema, windows,
-                               route_column="datetime_from") as writer:
+    with mirror_store.open_run(MEASUREMENTS.name, MEASUREMENTS.schema, windows, route_column="datetime_from",
+                               merge=plan.merge, key_columns=["sensor_id", "datetime_from"],
+                               fetch_since=plan.since) as writer:
         for station in stations(mirror_store):
-            start = windows[0].start
+            start = plan.since
             if start is None:
                 last = station["datetime_last"] or end
                 start = min(last, end) - lookback
@@ -117,11 +121,11 @@ def openaq_measurements(context: dg.AssetExecutionContext, openaq: OpenAqClient,
                 dataset = replace(MEASUREMENTS, normalize=partial(normalize_measurement, sensor_id=sensor_id,
                                                                   location_id=station["id"]))
                 stats = mirror_pages(writer, openaq.iter_measurements(sensor_id, start, end), dataset,
-                                     keep=cursor_before("datetime_from", end))
+                                     keep=cursor_before("datetime_from", end, start))
                 for field in ("pages", "records_received", "rows_written", "rejected", "duplicates",
                               "outside_window"):
                     setattr(total, field, getattr(total, field) + getattr(stats, field))
-        counts = writer.commit(first_sync_lookback_days=lookback.days if windows[0].start is None else None)
+        counts = writer.commit(first_sync_lookback_days=lookback.days if plan.since is None else None)
     return report_materialization(context, windows, counts, total, writer, mirror_store)
 
 
