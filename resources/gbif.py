@@ -21,6 +21,8 @@ GBIF_BACKBONE_DATASET = "d7dddbf4-2cf0-4f39-9b2a-bb099caae36c"
 INATURALIST_RESEARCH_GRADE_DATASET = "50c9509d-22c7-4a22-a47d-8c48425ef4a7"
 # Earliest day a window with an open start is bisected from: GBIF has no record interpreted before it.
 OPEN_START_FLOOR = date(2000, 1, 1)
+# Earliest event year a single over-full day is split from (GBIF holds specimens from the 1600s on).
+FIRST_EVENT_YEAR = 1500
 SPECIES_RANKS = ("KINGDOM", "PHYLUM", "CLASS", "ORDER", "FAMILY", "GENUS", "SPECIES", "SUBSPECIES", "VARIETY",
                  "FORM")
 
@@ -66,25 +68,44 @@ class GbifClient(ApiClient):
                 return
             offset += len(results)  # never the requested limit: the server may have cut it
 
-    def plan_windows(self, params: dict[str, Any], window: DayWindow) -> list[tuple[DayWindow, int]]:
-        """Split ``window`` until every piece's count is under the cap. Returns (window, count) pieces."""
-        total = self.count("occurrence/search", {**params, "lastInterpreted": window.param()})
+    def plan_windows(self, params: dict[str, Any], window: DayWindow) -> list[tuple[dict[str, Any], int]]:
+        """Split ``window`` until every piece's count is under the cap: by ``lastInterpreted`` day first (bisect),
+        then, for a single day above the cap (GBIF re-interprets whole datasets at once), by event ``year``.
+        Returns (query parameters, count) pieces; their counts always add up to the window's."""
+        query = {**params, "lastInterpreted": window.param()}
+        total = self.count("occurrence/search", query)
         if total <= self.deep_paging_cap:
-            return [(window, total)]
+            return [(query, total)]
         low = window.first or OPEN_START_FLOOR
-        if low >= window.last:
+        if low < window.last:
+            middle = low + timedelta(days=(window.last - low).days // 2)
+            return (self.plan_windows(params, DayWindow(window.first, middle))
+                    + self.plan_windows(params, DayWindow(middle + timedelta(days=1), window.last)))
+        pieces = self._split_by_year(query, FIRST_EVENT_YEAR, date.today().year)
+        covered = sum(count for _, count in pieces)
+        if covered != total:
             raise DeepPagingCapExceeded(
-                self.api_name, f"{total} records were interpreted on {window.last.isoformat()} alone, above the "
-                               f"deep-paging cap {self.deep_paging_cap}; use the download API for this day")
-        middle = low + timedelta(days=(window.last - low).days // 2)
-        return (self.plan_windows(params, DayWindow(window.first, middle))
-                + self.plan_windows(params, DayWindow(middle + timedelta(days=1), window.last)))
+                self.api_name, f"{total} records were interpreted on {window.last.isoformat()}, above the "
+                               f"deep-paging cap {self.deep_paging_cap}; splitting by year covers {covered} (the "
+                               f"rest have no year); use the download API for this day")
+        return pieces
+
+    def _split_by_year(self, query: dict[str, Any], first: int, last: int) -> list[tuple[dict[str, Any], int]]:
+        piece = {**query, "year": f"{first},{last}"}
+        count = self.count("occurrence/search", piece)
+        if count <= self.deep_paging_cap:
+            return [(piece, count)] if count else []
+        if first >= last:
+            raise DeepPagingCapExceeded(self.api_name, f"{count} records for year {first} alone in "
+                                                       f"{query.get('lastInterpreted')}; use the download API")
+        middle = (first + last) // 2
+        return self._split_by_year(query, first, middle) + self._split_by_year(query, middle + 1, last)
 
     def iter_offset_pages_windowed(self, params: dict[str, Any], window: DayWindow) -> Iterator[ApiResponse]:
         """Every occurrence matching ``params`` interpreted in ``window``, each piece under the cap."""
         for piece, count in self.plan_windows(params, window):
             if count:
-                yield from self.iter_offset_pages("occurrence/search", {**params, "lastInterpreted": piece.param()})
+                yield from self.iter_offset_pages("occurrence/search", piece)
 
     def iter_occurrence_pages(self, taxon_key: int, window: DayWindow,
                               extra: dict[str, Any] | None = None) -> Iterator[ApiResponse]:

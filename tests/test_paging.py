@@ -89,7 +89,22 @@ def test_gbif_limit_silently_capped_still_yields_every_record_with_no_gaps(big_r
     assert len(keys) == len(set(keys)) == expected
 
 
-def test_a_single_day_above_the_cap_is_an_error_not_a_truncation(big_replay):
+def test_a_single_day_above_the_cap_is_split_by_year(big_replay):
+    """GBIF re-interprets whole datasets at once, so one lastInterpreted day can exceed the cap: split by event
+    year and still get every record (case C02's 'split further by another filter')."""
     client = GbifClient(base_url=big_replay.base_url("gbif"), deep_paging_cap=250)
+    day = DayWindow(date(2024, 10, 2), date(2024, 10, 2))
+    expected = client.count("occurrence/search", {"taxonKey": 5, "lastInterpreted": day.param()})
+    assert expected > 250
+    before = len(big_replay.request_log("gbif"))
+    keys = [r["key"] for response in client.iter_occurrence_pages(5, day) for r in response.payload["results"]]
+    assert len(keys) == len(set(keys)) == expected
+    pages = [r for r in big_replay.request_log("gbif")[before:] if int(r["query"].get("limit", 0)) > 0]
+    assert all("year" in r["query"] for r in pages)
+    assert all(int(r["query"]["offset"]) + int(r["query"]["limit"]) <= 250 for r in pages)
+
+
+def test_a_day_that_cannot_be_split_is_an_error_not_a_truncation(big_replay):
+    client = GbifClient(base_url=big_replay.base_url("gbif"), deep_paging_cap=5)
     with pytest.raises(DeepPagingCapExceeded, match="download API"):
         list(client.iter_occurrence_pages(5, DayWindow(date(2024, 10, 2), date(2024, 10, 2))))
