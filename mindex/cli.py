@@ -5,10 +5,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+
+def load_dotenv_file() -> None:
+    """Read ./.env like Dagster's CLI does, but never over a variable the shell already exports."""
+    from dotenv import load_dotenv
+
+    from mycosoft_assets.settings import REPO_ROOT
+
+    for candidate in (Path.cwd() / ".env", REPO_ROOT / ".env"):
+        if candidate.is_file():
+            load_dotenv(candidate, override=False)
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    load_dotenv_file()
     parser = argparse.ArgumentParser(prog="mindex", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("replay", help="serve recorded API responses on loopback, with fault injection",

@@ -50,6 +50,7 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
 
         defs = build_definitions()
         outcomes = []
+        started_all = time.time()
         with dg.DagsterInstance.get() as instance:
             for job_name, tags, partitions in main_job_plan(datetime.now(UTC), instance):
                 started = time.monotonic()
@@ -63,7 +64,7 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
                 print(f"{'ok  ' if result.success else 'FAIL'} {job_name:<22} {partitions:<24} "
                       f"{outcomes[-1].seconds:6.1f} s  run {result.run_id[:8]}"
                       + (f"\n     {error}" if error else ""), file=out)
-            print_materializations(defs, instance, out)
+            print_materializations(defs, instance, out, since=started_all)
         return 0 if all(o.success for o in outcomes) else 1
     finally:
         if replay is not None:
@@ -81,15 +82,19 @@ def first_failure(result: dg.ExecuteInProcessResult) -> str:
     return "run failed"
 
 
-def print_materializations(defs: dg.Definitions, instance: dg.DagsterInstance, out=sys.stdout) -> None:
-    print(f"\n{'asset':<34} {'last materialized (UTC)':<26} {'row_count':>10}  partition", file=out)
+def print_materializations(defs: dg.Definitions, instance: dg.DagsterInstance, out=sys.stdout,
+                           since: float | None = None) -> None:
+    """The latest materialization of every asset. Rows this run did not refresh are marked, so a failed sync
+    is not mistaken for fresh data."""
+    print(f"\n{'asset':<34} {'last materialized (UTC)':<22} {'row_count':>10}  {'partition':<18} this run", file=out)
     for key in sorted(defs.resolve_all_asset_keys(), key=lambda k: k.to_user_string()):
         event = instance.get_latest_materialization_event(key)
         if event is None or event.asset_materialization is None:
-            print(f"{key.to_user_string():<34} {'never':<26}", file=out)
+            print(f"{key.to_user_string():<34} {'never':<22} {'-':>10}  {'-':<18} NO", file=out)
             continue
         materialization = event.asset_materialization
         rows = materialization.metadata.get("dagster/row_count")
         when = datetime.fromtimestamp(event.timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{key.to_user_string():<34} {when:<26} {rows.value if rows else '-':>10}  "
-              f"{materialization.partition or '-'}", file=out)
+        fresh = "yes" if since is None or event.timestamp >= since else "NO (older)"
+        print(f"{key.to_user_string():<34} {when:<22} {rows.value if rows else '-':>10}  "
+              f"{materialization.partition or '-':<18} {fresh}", file=out)

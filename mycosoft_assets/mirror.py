@@ -205,11 +205,13 @@ def cursor_before(column: str, end: datetime, start: datetime | None = None) -> 
 
 def report_materialization(context: dg.AssetExecutionContext, windows: list[PartitionWindow],
                            counts: dict[str, int], stats: MirrorStats, writer: RunWriter,
-                           store: PartitionStore) -> dg.MaterializeResult:
+                           store: PartitionStore, source_url: str | None = None) -> dg.MaterializeResult:
     """What every mirror materialization reports. Each partition gets its own row count and source window;
     the run's fetch statistics are shared by the partitions it wrote."""
     run_metadata: dict[str, Any] = {
         "served_from": "live",
+        # Where "live" came from: the real API, or a replay server on loopback.
+        "source_url": source_url or "unknown",
         "fetched_since": _iso_or_open(writer.fetch_since) if writer.fetch_since or writer.merge else
         _iso_or_open(windows[0].start),
         "merged_partitions": dg.MetadataValue.json(sorted(writer.merge)),

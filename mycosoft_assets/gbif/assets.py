@@ -61,7 +61,7 @@ def gbif_occurrences(context: dg.AssetExecutionContext, config: SyncConfig, gbif
         stats = mirror_pages(writer, pages, OCCURRENCES, keep=cursor_before("last_interpreted", end, start),
                              log=context.log.info)
         counts = writer.commit()
-    return report_materialization(context, windows, counts, stats, writer, mirror_store)
+    return report_materialization(context, windows, counts, stats, writer, mirror_store, gbif.base_url)
 
 
 @dg.asset(**source_asset_args(
@@ -75,4 +75,4 @@ def gbif_species(context: dg.AssetExecutionContext, gbif: GbifClient,
     with mirror_store.open_run(SPECIES.name, SPECIES.schema, windows) as writer:
         stats = mirror_pages(writer, gbif.iter_species_pages(FUNGI_TAXON_KEY), SPECIES, log=context.log.info)
         counts = writer.commit()
-    return report_materialization(context, windows, counts, stats, writer, mirror_store)
+    return report_materialization(context, windows, counts, stats, writer, mirror_store, gbif.base_url)

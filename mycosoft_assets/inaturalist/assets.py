@@ -57,7 +57,7 @@ def inaturalist_observations(context: dg.AssetExecutionContext, config: SyncConf
         stats = mirror_pages(writer, pages, OBSERVATIONS,
                              keep=cursor_before("updated_at", windows[-1].end, plan.since), log=context.log.info)
         counts = writer.commit()
-    return report_materialization(context, windows, counts, stats, writer, mirror_store)
+    return report_materialization(context, windows, counts, stats, writer, mirror_store, inaturalist.base_url)
 
 
 @dg.asset(**source_asset_args(
@@ -75,4 +75,4 @@ def inaturalist_taxa(context: dg.AssetExecutionContext, inaturalist: Inaturalist
                                 inaturalist.iter_taxa_pages(FUNGI_TAXON_ID, extra={"is_active": "false"}))
         stats = mirror_pages(writer, pages, TAXA, log=context.log.info)
         counts = writer.commit()
-    return report_materialization(context, windows, counts, stats, writer, mirror_store)
+    return report_materialization(context, windows, counts, stats, writer, mirror_store, inaturalist.base_url)

@@ -49,6 +49,6 @@ def nws_alerts(context: dg.AssetExecutionContext, config: AlertsConfig, nws: Nws
         stats = mirror_pages(writer, pages(), ALERTS, log=context.log.info)
         counts = writer.commit(feed_updated=feed.get("updated"), feed_title=feed.get("title"),
                                filters=config.filters())
-    result = report_materialization(context, windows, counts, stats, writer, mirror_store)
+    result = report_materialization(context, windows, counts, stats, writer, mirror_store, nws.base_url)
     return dg.MaterializeResult(metadata={**result.metadata, "feed_updated": str(feed.get("updated")),
                                           "feed_title": str(feed.get("title"))})

@@ -73,7 +73,7 @@ def openaq_locations(context: dg.AssetExecutionContext, config: AreaConfig, open
     with mirror_store.open_run(LOCATIONS.name, LOCATIONS.schema, windows) as writer:
         stats = mirror_pages(writer, openaq.iter_locations(config.params()), LOCATIONS, log=context.log.info)
         counts = writer.commit(area=config.params())
-    return report_materialization(context, windows, counts, stats, writer, mirror_store)
+    return report_materialization(context, windows, counts, stats, writer, mirror_store, openaq.base_url)
 
 
 @dg.asset(**source_asset_args(
@@ -87,7 +87,7 @@ def openaq_latest(context: dg.AssetExecutionContext, openaq: OpenAqClient,
         pages = (openaq.latest(station["id"]) for station in stations(mirror_store))
         stats = mirror_pages(writer, pages, LATEST, log=context.log.info)
         counts = writer.commit()
-    return report_materialization(context, windows, counts, stats, writer, mirror_store)
+    return report_materialization(context, windows, counts, stats, writer, mirror_store, openaq.base_url)
 
 
 @dg.asset(**source_asset_args(
@@ -126,6 +126,6 @@ def openaq_measurements(context: dg.AssetExecutionContext, config: SyncConfig, o
                               "outside_window"):
                     setattr(total, field, getattr(total, field) + getattr(stats, field))
         counts = writer.commit(first_sync_lookback_days=lookback.days if plan.since is None else None)
-    return report_materialization(context, windows, counts, total, writer, mirror_store)
+    return report_materialization(context, windows, counts, total, writer, mirror_store, openaq.base_url)
 
 

@@ -128,7 +128,8 @@ def weather_forecasts(context: dg.AssetExecutionContext, config: WeatherConfig, 
         if not succeeded and first_error is not None:
             raise first_error  # the source is down: leave the last good snapshot as it is
         counts = writer.commit(site_errors=errors, sites_ok=succeeded)
-    result = report_materialization(context, windows, counts, stats, writer, mirror_store)
+    result = report_materialization(context, windows, counts, stats, writer, mirror_store,
+                                    f"{nws.base_url} {open_meteo.base_url}")
     return dg.MaterializeResult(metadata={**result.metadata, "sites_ok": dg.MetadataValue.json(succeeded),
                                           "site_errors": dg.MetadataValue.json(errors)})
 
