@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup run test lint validate dev home clean
+.PHONY: setup run test lint validate dev home clean bench
 
 setup: $(STAMP)
 
@@ -38,3 +38,6 @@ dev: setup home
 
 clean:
 	rm -rf $(VENV) .dagster_home data
+
+bench: setup
+	$(BIN)/python bench/mirror_throughput.py
