@@ -44,6 +44,8 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
             print(f"replay: {source} answered at {replay.base_url(source)}", file=out)
         # The replay server wants a key like the real OpenAQ, but any non-empty one; never a real secret here.
         os.environ.setdefault("OPENAQ_API_KEY", "replay-key")
+        # A loopback server has no quota: don't pace requests to the real APIs' limits.
+        os.environ.setdefault("MINDEX_REQUEST_BUDGET", "off")
     try:
         # Build definitions only now, so the resources see the replay URLs.
         from mycosoft_assets.definitions import build_definitions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from mycosoft_assets import sla
@@ -16,6 +17,10 @@ from resources.storage import PartitionStore
 
 
 def budget_config(api: str) -> dict[str, Any]:
+    """The API's request budget from the SLA table. ``MINDEX_REQUEST_BUDGET=off`` lifts it, for the replay server
+    on loopback only (it has no quota to respect; `mindex run` sets it when MINDEX_REPLAY_DIR is used)."""
+    if os.environ.get("MINDEX_REQUEST_BUDGET", "").lower() == "off":
+        return {"per_second": None, "per_minute": None, "per_hour": None, "per_day": None}
     limits = sla.api_limits(api)
     return {"per_second": limits.per_second, "per_minute": limits.per_minute, "per_hour": limits.per_hour,
             "per_day": limits.per_day}

@@ -26,6 +26,7 @@ ENV_VARS = {
     "OPENAQ_BASE_URL": "OpenAQ API base; must be v3 (default https://api.openaq.org/v3)",
     "OPENAQ_API_KEY": "OpenAQ v3 API key, sent as X-API-Key (secret)",
     "DAGSTER_HOME": "Dagster instance folder (default ./.dagster_home)",
+    "MINDEX_REQUEST_BUDGET": "'off' lifts the per-API request budgets; only for the replay server on loopback",
 }
 
 

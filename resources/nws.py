@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from resources.errors import BadPayload
 from resources.http import ApiClient, ApiResponse
@@ -48,11 +49,16 @@ class NwsClient(ApiClient):
         return self.get_json(self.relink(url), {"units": units})
 
     def relink(self, url: str) -> str:
-        """Links in NWS bodies name the real host; keep requests on the configured base (replay, proxy)."""
-        if url.startswith(NWS_BASE_URL) and self.base_url.rstrip("/") != NWS_BASE_URL:
-            return self.base_url.rstrip("/") + url[len(NWS_BASE_URL):]
-        return url
+        """Links in NWS bodies name a host (the real one, or a replay server's); requests go to the configured
+        base instead, so a cached link keeps working when the base URL changes."""
+        return self.base_url.rstrip("/") + "/" + link_path(url).lstrip("/")
 
 
 def _coord(value: float) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def link_path(url: str) -> str:
+    """The path (and query) of an NWS link, without scheme and host: what is worth caching."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")

@@ -47,13 +47,19 @@ class Response:
 
 
 class ApiError(Exception):
-    """Raised inside a handler to answer with an error response built by the source."""
+    """Raised inside a handler to answer with an error response built by the source.
 
-    def __init__(self, status: int, message: str, content_type: str | None = None) -> None:
+    ``payload``: answer with exactly this JSON body (and ``content_type`` if given) instead of the source's
+    ``error_response`` shape, for APIs whose error bodies vary by kind (FastAPI's 422 list, NWS problems)."""
+
+    def __init__(
+        self, status: int, message: str, content_type: str | None = None, payload: Any = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.content_type = content_type
+        self.payload = payload
 
 
 Handler = Callable[[Request, "re.Match[str]"], Response]
@@ -67,6 +73,8 @@ class ReplaySource:
     base_path: ClassVar[str] = "/v1"  # what base_url() ends with
     json_content_type: ClassVar[str] = "application/json"
     datasets: ClassVar[tuple[str, ...]] = ()
+    # False: served only when asked for by name (``ReplayServer(..., sources=[...])``) or with ``"all"``.
+    served_by_default: ClassVar[bool] = True
     # (method, regex on the path, method name). First match wins.
     ROUTES: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 
@@ -74,6 +82,8 @@ class ReplaySource:
         self.fixtures_dir = fixtures_dir
         self.directory = fixtures_dir / (self.fixture_subdir or self.name)
         self.volume = volume
+        # What ReplayServer.base_url() returns for this source; set by the server once its port is bound.
+        self.local_base_url: str | None = None
         self._routes = [
             (method, re.compile(pattern), getattr(self, handler)) for method, pattern, handler in self.ROUTES
         ]
@@ -83,6 +93,18 @@ class ReplaySource:
         raise KeyError(
             f"{self.name} has no dataset {dataset!r} (known: {', '.join(self.datasets) or 'none'})"
         )
+
+    def control(self, action: str, request: Request) -> Response | None:
+        """Answer ``/_replay/<name>/<action>`` (source-specific switches, e.g. NWS's replaceable alert feed).
+        None = unknown action (the server answers 404)."""
+        return None
+
+    def request_base_url(self, request: Request) -> str:
+        """The base URL the client used (its ``Host`` header), else the server's; for links in bodies."""
+        host = request.headers.get("host")
+        if host:
+            return f"http://{host}{self.base_path}"
+        return self.local_base_url or self.base_path
 
     def error_response(self, status: int, message: str, content_type: str | None = None) -> Response:
         if content_type and not content_type.startswith("application/json"):
@@ -118,6 +140,10 @@ class ReplaySource:
             try:
                 return handler(request, match)
             except ApiError as err:
+                if err.payload is not None:
+                    response = self.json_response(err.payload, err.status)
+                    response.content_type = err.content_type or response.content_type
+                    return response
                 return self.error_response(err.status, err.message, err.content_type)
         if path_matched:
             return self.error_response(405, HTTPStatus(405).phrase)

@@ -128,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="NAME",
-        help="serve only these sources (repeatable; default: every source with fixtures)",
+        help=(
+            "serve only these sources (repeatable; default: gbif and inaturalist; 'all' = every source with "
+            "fixtures, including nws, open_meteo and openaq)"
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     return parser

@@ -13,6 +13,12 @@ Control endpoint (every source port; never faulted, not in ``request_log``):
 Each accepts ``?source=<name>`` to act on another source, which is how a ``down`` source is brought back
 over HTTP: its own port refuses connections, so send ``DELETE /_replay/fault?source=gbif`` to another
 source's port, or use ``ReplayServer.clear_fault`` / restart ``mindex replay``.
+
+* ``/_replay/<source>/<action>`` (any port) goes to that source's ``control`` method, e.g.
+  ``PUT /_replay/nws/active`` (see ``mindex.replay.sources.nws``).
+
+By default every registered source whose fixtures exist is served; a source with ``served_by_default = False``
+is served only when named in ``sources=`` or when ``sources`` includes ``"all"``.
 """
 
 from __future__ import annotations
@@ -134,7 +140,9 @@ class ReplayServer:
 
     ``volumes`` maps a source to the number of records its main dataset should hold (observations for
     inaturalist, occurrences for gbif); records beyond the real ones are derived (``mindex.replay.store``).
-    ``sources`` restricts which registered sources are served; ``ports`` pins port numbers (default: free).
+    ``sources`` restricts which registered sources are served (default: every source with fixtures whose
+    ``served_by_default`` is true; ``"all"`` among them adds every registered source with fixtures);
+    ``ports`` pins port numbers (default: free).
     """
 
     def __init__(
@@ -151,12 +159,14 @@ class ReplayServer:
             raise FileNotFoundError(f"replay fixtures directory not found: {self.fixtures_dir}")
         self.host = host
         registry = registered_sources()
+        available = [n for n, cls in registry.items() if (self.fixtures_dir / (cls.fixture_subdir or n)).is_dir()]
         if sources is None:
-            names = [
-                n for n, cls in registry.items() if (self.fixtures_dir / (cls.fixture_subdir or n)).is_dir()
-            ]
+            names = [n for n in available if registry[n].served_by_default]
         else:
-            names = sorted(set(sources))
+            requested = {sources} if isinstance(sources, str) else set(sources)
+            if "all" in requested:
+                requested = (requested - {"all"}) | set(available)
+            names = sorted(requested)
             unknown = [n for n in names if n not in registry]
             if unknown:
                 raise ValueError(f"unknown replay source(s) {unknown}; registered: {sorted(registry)}")
@@ -223,6 +233,7 @@ class ReplayServer:
             ) from err
         self._ports[name] = listener.server_address[1]
         self._listeners[name] = listener
+        self._sources[name].local_base_url = self.base_url(name)
         thread = threading.Thread(
             target=listener.serve_forever, kwargs={"poll_interval": 0.05}, name=f"replay-{name}", daemon=True
         )
@@ -254,6 +265,10 @@ class ReplayServer:
     def base_url(self, source: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port(source)}{self._source(source).base_path}"
+
+    def source_object(self, name: str) -> ReplaySource:
+        """The live source object, for source-specific switches (``source_object("nws").set_active(...)``)."""
+        return self._source(name)
 
     def set_fault(self, source: str, kind: str, **params: Any) -> None:
         """Switch ``source`` to fault ``kind`` (one of FAULT_KINDS). For "down" it returns once the port
@@ -354,6 +369,12 @@ class ReplayServer:
 
         target = request.first("source") or source
         action = request.path[len(CONTROL_PREFIX) :].strip("/")
+        owner, _, sub_action = action.partition("/")
+        if sub_action and owner in self._sources:  # /_replay/<source>/<action>: the source's own switches
+            handled = self._sources[owner].control(sub_action, request)
+            if handled is not None:
+                return handled, False
+            return answer({"error": f"unknown control request for {owner}: {sub_action!r}"}, 404), False
         if target not in self._sources:
             return answer({"error": f"unknown source {target!r}", "sources": self.sources}, 404), False
         if action == "status" and request.method == "GET":

@@ -178,12 +178,11 @@ def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexData
                 conn.execute(weather_site_status.insert().values(**failure))
         removed = 0
         if retention is not None:
-            latest = sa.select(weather_forecasts.c.site, weather_forecasts.c.provider,
-                               sa.func.max(weather_forecasts.c.issued_at).label("issued_at")).group_by(
-                weather_forecasts.c.site, weather_forecasts.c.provider).subquery()
-            keep_latest = sa.exists().where(latest.c.site == weather_forecasts.c.site,
-                                            latest.c.provider == weather_forecasts.c.provider,
-                                            latest.c.issued_at == weather_forecasts.c.issued_at)
+            w = weather_forecasts.c
+            latest = sa.select(w.site, w.provider, w.resolution, sa.func.max(w.issued_at).label("issued_at")).group_by(
+                w.site, w.provider, w.resolution).subquery()
+            keep_latest = sa.exists().where(latest.c.site == w.site, latest.c.provider == w.provider,
+                                            latest.c.resolution == w.resolution, latest.c.issued_at == w.issued_at)
             removed = conn.execute(weather_forecasts.delete().where(
                 weather_forecasts.c.issued_at < checked_at - retention, ~keep_latest)).rowcount
     with mindex_db.engine.connect() as conn:

@@ -192,21 +192,29 @@ aq_measurements = sa.Table(
 
 VIEWS = {
     # One row per alert chain: its newest message, not cancelled, not superseded, present in the latest
-    # successful fetch, and not past its end (`ends`, not `expires`) at that fetch's feed time.
+    # successful fetch, and not past its end (`ends`, not `expires`) at that fetch's feed time. A chain that
+    # forked (two Updates referencing the same message, e.g. a warning split by area) shows its newest head; the
+    # other head stays in nws_alert_messages with the same chain_id.
     "nws_active_alerts": """
-        SELECT m.* FROM nws_alert_messages m
-        CROSS JOIN (SELECT MAX(feed_updated) AS as_of FROM nws_alert_fetches) f
-        WHERE m.superseded_by IS NULL
-          AND (m.chain_cancelled IS NULL OR m.chain_cancelled = FALSE)
-          AND m.message_type <> 'Cancel'
-          AND m.last_seen_at = f.as_of
-          AND (m.ends IS NULL OR m.ends > f.as_of)
+        SELECT * FROM (
+            SELECT m.*, f.as_of, ROW_NUMBER() OVER (PARTITION BY m.chain_id ORDER BY m.sent DESC, m.id DESC) AS rn
+            FROM nws_alert_messages m
+            CROSS JOIN (SELECT MAX(feed_updated) AS as_of FROM nws_alert_fetches) f
+            WHERE m.superseded_by IS NULL
+              AND (m.chain_cancelled IS NULL OR m.chain_cancelled = FALSE)
+              AND m.message_type <> 'Cancel'
+              AND m.last_seen_at = f.as_of
+              AND (m.ends IS NULL OR m.ends > f.as_of)
+        ) heads WHERE rn = 1
     """,
+    # The latest issue per site, provider and resolution (NWS issues its period and hourly forecasts separately).
     "weather_latest_forecast": """
         SELECT f.*, s.stale AS site_stale, s.last_error AS site_last_error
         FROM weather_forecasts f
-        JOIN (SELECT site, provider, MAX(issued_at) AS issued_at FROM weather_forecasts GROUP BY site, provider) l
-          ON l.site = f.site AND l.provider = f.provider AND l.issued_at = f.issued_at
+        JOIN (SELECT site, provider, resolution, MAX(issued_at) AS issued_at FROM weather_forecasts
+              GROUP BY site, provider, resolution) l
+          ON l.site = f.site AND l.provider = f.provider AND l.resolution = f.resolution
+         AND l.issued_at = f.issued_at
         LEFT JOIN weather_site_status s ON s.site = f.site AND s.provider = f.provider
     """,
     # The newest real value (sentinels excluded) per station, parameter and unit.

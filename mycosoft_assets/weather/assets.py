@@ -12,7 +12,7 @@ from mycosoft_assets.mirror import MirrorStats, report_materialization, snapshot
 from mycosoft_assets.weather.normalize import FORECAST_SCHEMA, nws_forecast_rows, open_meteo_rows
 from resources.errors import ApiError, ClientRequestError, ProblemDetail
 from resources.http import ApiResponse
-from resources.nws import NwsClient
+from resources.nws import NwsClient, link_path
 from resources.open_meteo import OpenMeteoClient
 from resources.storage import PartitionStore, RunWriter
 
@@ -53,7 +53,9 @@ def nws_forecast_urls(site: Site, nws: NwsClient, store: PartitionStore, writer:
         response = nws.point(site.latitude, site.longitude)
         writer.archive(response.raw)
         props = response.payload.get("properties") or {}
-        entry = {"forecast": props.get("forecast"), "forecastHourly": props.get("forecastHourly"),
+        # Cache paths, not URLs: the host in the body is whatever answered (api.weather.gov, a replay server).
+        entry = {"forecast": link_path(props["forecast"]) if props.get("forecast") else None,
+                 "forecastHourly": link_path(props["forecastHourly"]) if props.get("forecastHourly") else None,
                  "gridId": props.get("gridId"), "gridX": props.get("gridX"), "gridY": props.get("gridY"),
                  "fetched_at": datetime.now(UTC).isoformat()}
         if not entry["forecast"]:
@@ -110,8 +112,10 @@ def weather_forecasts(context: dg.AssetExecutionContext, config: WeatherConfig, 
     errors: dict[str, dict[str, Any]] = {}
     succeeded: list[str] = []
     first_error: Exception | None = None
+    # Dagster hands config defaults over as plain dicts; make every site a Site.
+    sites = [site if isinstance(site, Site) else Site(**site) for site in config.sites]
     with mirror_store.open_run(DATASET, FORECAST_SCHEMA, windows) as writer:
-        for site in config.sites:
+        for site in sites:
             for provider in site.providers:
                 label = f"{site.name}/{provider}"
                 try:
