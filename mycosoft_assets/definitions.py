@@ -10,6 +10,7 @@ from mycosoft_assets.mindex import assets as mindex_assets
 from mycosoft_assets.mindex import environment as mindex_environment_assets
 from mycosoft_assets.nws_alerts import assets as nws_alerts_assets
 from mycosoft_assets.openaq import assets as openaq_assets
+from mycosoft_assets.quality.checks import all_checks
 from mycosoft_assets.resources import build_resources
 from mycosoft_assets.weather import assets as weather_assets
 from sensors.history import prune_history_job, prune_history_schedule
@@ -32,6 +33,7 @@ def build_definitions() -> dg.Definitions:
     jobs, schedules = build_jobs_and_schedules()
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
+        asset_checks=all_checks(),
         jobs=[*jobs, prune_history_job],
         schedules=[*schedules, prune_history_schedule],
         sensors=[automation_sensor],

@@ -148,6 +148,7 @@ def mirror_pages(writer: RunWriter, pages: Iterable[ApiResponse], dataset: Datas
         rows = []
         for record in records or []:
             stats.records_received += 1
+            profile_fields(record, writer.field_profile)
             try:
                 row = dataset.normalize(record)
             except RecordRejected as exc:
@@ -173,6 +174,25 @@ def mirror_pages(writer: RunWriter, pages: Iterable[ApiResponse], dataset: Datas
         if log is not None and stats.pages % 50 == 0:
             log(f"{dataset.name}: {stats.pages} pages, {stats.rows_written} rows so far")
     return stats
+
+
+JSON_TYPES = {str: "string", bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}
+
+
+def profile_fields(record: Any, profile: dict[str, Any]) -> None:
+    """Count, per top-level field of the raw records, how often it appears and with which JSON types. The schema
+    drift check compares this profile with the previous materialization's (a field the API dropped or retyped)."""
+    profile["__records__"] = profile.get("__records__", 0) + 1
+    if not isinstance(record, dict):
+        return
+    for name, value in record.items():
+        entry = profile.setdefault(name, {"present": 0, "types": []})
+        if value is None:
+            continue
+        entry["present"] += 1
+        kind = JSON_TYPES.get(type(value), type(value).__name__)
+        if kind not in entry["types"]:
+            entry["types"].append(kind)
 
 
 def to_batch(rows: list[dict[str, Any]], schema: pa.Schema, stats: MirrorStats | None = None) -> pa.RecordBatch:
@@ -229,6 +249,8 @@ def report_materialization(context: dg.AssetExecutionContext, windows: list[Part
         run_metadata["source_reported_total"] = stats.source_reported_total
     if stats.reject_reasons:
         run_metadata["reject_reasons"] = dg.MetadataValue.json(stats.reject_reasons)
+    if writer.field_profile:
+        run_metadata["source_fields"] = dg.MetadataValue.json(writer.field_profile)
     per_partition = {
         window.key: {
             "dagster/row_count": counts[window.key],

@@ -178,6 +178,8 @@ class RunWriter:
         self.key_columns = list(key_columns or [])
         self.fetch_since = fetch_since
         self._written_keys: set[Any] = set()
+        # Field presence and JSON types of the raw records this run received (filled by the mirror machinery).
+        self.field_profile: dict[str, Any] = {}
         # What the partitions being merged held before, read now: the files are replaced at commit.
         self._previous = {key: store.manifest(dataset, key) or {} for key in self.merge}
         self.dataset = dataset
@@ -286,6 +288,7 @@ class RunWriter:
             "raw_archive": raw["path"],
             "raw_archives": [raw, *older],
             "merged_over_previous": window.key in self.merge,
+            "source_fields": self.field_profile,
             "run_window": [_iso(self.windows[0].start), _iso(self.windows[-1].end)],
             **self.run_info,
         }

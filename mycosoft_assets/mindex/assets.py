@@ -12,6 +12,7 @@ from mycosoft_assets import sla
 from mycosoft_assets.gbif.assets import OCCURRENCES, SPECIES
 from mycosoft_assets.inaturalist.assets import OBSERVATIONS, TAXA
 from mycosoft_assets.mindex.schema import ensure_schema, observations, taxa
+from mycosoft_assets.quality import quarantine
 from resources.mindex_db import MindexDatabase, upsert
 from resources.storage import PartitionStore
 
@@ -144,7 +145,9 @@ def load_partitions(store: PartitionStore, db: MindexDatabase, dataset: str, key
         sent = 0
         with db.engine.begin() as conn:
             for rows in _rows(store, dataset, key, to_row):
-                sent += upsert(conn, table, rows, ["source", "source_id"], newer_column=newer_column)
+                good, bad = quarantine.split(table.name, rows)
+                sent += upsert(conn, table, good, ["source", "source_id"], newer_column=newer_column)
+                quarantine.store(conn, dataset, key, ["source", "source_id"], bad, good)
         counts[key] = sent
     return counts
 
@@ -164,8 +167,10 @@ def report_table_load(context: dg.AssetExecutionContext, store: PartitionStore, 
     with db.engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.source == source)).scalar()
     for key, count in counts.items():
-        context.add_asset_metadata({"dagster/row_count": count, **source_window(store, dataset, key)},
-                                   partition_key=key)
+        with db.engine.connect() as conn:
+            held = quarantine.count(conn, dataset, key)
+        context.add_asset_metadata({"dagster/row_count": count, **source_window(store, dataset, key),
+                                    "quarantined": dg.MetadataValue.json(held)}, partition_key=key)
     return dg.MaterializeResult(metadata={
         "mindex_table": table.name,
         "mindex_rows_for_source": int(total or 0),

@@ -23,6 +23,7 @@ from mycosoft_assets.mindex.schema import (
 from mycosoft_assets.nws_alerts.assets import ALERTS
 from mycosoft_assets.nws_alerts.normalize import chain_states
 from mycosoft_assets.openaq.assets import LATEST, LOCATIONS, MEASUREMENTS
+from mycosoft_assets.quality import quarantine
 from mycosoft_assets.weather.assets import DATASET as WEATHER_DATASET
 from resources.mindex_db import MindexDatabase, upsert
 from resources.storage import PartitionStore
@@ -66,6 +67,8 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
         # Case C06: an edge served an older feed than one we already have. Keep the newer state.
         raise ValueError(f"feed updated {feed_updated.isoformat()} is older than the stored "
                          f"{latest_before.isoformat()}; refusing to move MINDEX backwards")
+    rows, bad = quarantine.split("nws_alert_messages", rows)
+    quarantine.store(conn, "nws_alerts", "snapshot", ["id"], bad, rows)
     messages = []
     for row in rows:
         message = {k: row[k] for k in ALERT_COLUMNS}
@@ -117,7 +120,8 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
             conn.execute(nws_alert_messages.delete().where(nws_alert_messages.c.id.in_(chunk)))
         removed = len(old)
         conn.execute(nws_alert_fetches.delete().where(nws_alert_fetches.c.feed_updated < cutoff))
-    return {"messages": len(messages), "zones": len(zones), "vanished": vanished, "expired_by_retention": removed}
+    return {"messages": len(messages), "zones": len(zones), "vanished": vanished, "expired_by_retention": removed,
+            "quarantined": len(bad)}
 
 
 @dg.asset(**_args("nws_alerts", "mindex_nws_alerts", [ALERTS.name],
@@ -139,6 +143,7 @@ def mindex_nws_alerts(mirror_store: PartitionStore, mindex_db: MindexDatabase) -
         "dagster/row_count": counts["messages"], "active_alert_chains": active, "cached_messages": cached,
         "zones": counts["zones"], "vanished_without_cancel": counts["vanished"],
         "removed_by_retention": counts["expired_by_retention"], "feed_updated": feed_updated.isoformat(),
+        "quarantined": counts["quarantined"],
         "database": mindex_db.describe(),
     })
 
@@ -166,9 +171,11 @@ def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexData
         failures.append({"site": site, "provider": provider, "checked_at": checked_at, "stale": True,
                          "last_error": json.dumps(error)})
     retention = sla.retention("weather")
+    rows, bad = quarantine.split("weather_forecasts", rows)
     with mindex_db.engine.begin() as conn:
         for start in range(0, len(rows), 5000):
             upsert(conn, weather_forecasts, rows[start:start + 5000], keys)
+        quarantine.store(conn, WEATHER_DATASET, "snapshot", keys, bad, rows)
         upsert(conn, weather_site_status, status, ["site", "provider"])
         for failure in failures:  # keep last_success_at / last_issued_at: the last good forecast stays
             updated = conn.execute(weather_site_status.update().where(
@@ -190,6 +197,7 @@ def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexData
         stale = _count(conn, "SELECT COUNT(*) FROM weather_site_status WHERE stale")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(rows), "latest_forecast_rows": latest_rows, "stale_site_providers": stale,
+        "quarantined": len(bad),
         "removed_by_retention": removed, "database": mindex_db.describe(),
     })
 
@@ -241,7 +249,9 @@ def mindex_air_quality_measurements(context: dg.AssetExecutionContext, mirror_st
             for batch in mirror_store.read_batches(MEASUREMENTS.name, key):
                 rows = [{**{c: r[c] for c in columns}, "station_id": r["location_id"], "partition_key": key}
                         for r in batch.to_pylist()]
-                sent += upsert(conn, aq_measurements, rows, ["sensor_id", "datetime_from"])
+                good, bad = quarantine.split("aq_measurements", rows)
+                sent += upsert(conn, aq_measurements, good, ["sensor_id", "datetime_from"])
+                quarantine.store(conn, MEASUREMENTS.name, key, ["sensor_id", "datetime_from"], bad, good)
         counts[key] = sent
         window = mirror_store.stored_window(MEASUREMENTS.name, key)
         context.add_asset_metadata({"dagster/row_count": sent,

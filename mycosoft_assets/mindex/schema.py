@@ -190,6 +190,16 @@ aq_measurements = sa.Table(
     sa.Column("qc_flags", sa.Text),
 )
 
+# Rows that failed a row-level rule at the MINDEX load (mycosoft_assets/quality/quarantine.py), never dropped.
+quarantine = sa.Table(
+    "quarantine", metadata,
+    sa.Column("dataset", sa.String(64), primary_key=True),
+    sa.Column("natural_key", sa.String(300), primary_key=True),
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("partition_key", sa.String(32)),
+    sa.Column("record", sa.Text),
+)
+
 VIEWS = {
     # One row per alert chain: its newest message, not cancelled, not superseded, present in the latest
     # successful fetch, and not past its end (`ends`, not `expires`) at that fetch's feed time. A chain that

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from mycosoft_assets.assetkit import source_asset_args
 from mycosoft_assets.common import RecordRejected
-from mycosoft_assets.mirror import MirrorStats, report_materialization, snapshot_window
+from mycosoft_assets.mirror import MirrorStats, profile_fields, report_materialization, snapshot_window
 from mycosoft_assets.weather.normalize import FORECAST_SCHEMA, nws_forecast_rows, open_meteo_rows
 from resources.errors import ApiError, ClientRequestError, ProblemDetail
 from resources.http import ApiResponse
@@ -69,6 +69,11 @@ def fetch_site(site: Site, provider: str, nws: NwsClient, open_meteo: OpenMeteoC
                writer: RunWriter) -> list[dict[str, Any]]:
     def archived(response: ApiResponse) -> ApiResponse:
         writer.archive(response.raw)
+        # Profile the records the normalizer reads (NWS periods, Open-Meteo's top level) for the drift check.
+        payload = response.payload if isinstance(response.payload, dict) else {}
+        periods = (payload.get("properties") or {}).get("periods") if provider == "nws" else None
+        for record in periods if isinstance(periods, list) else [payload]:
+            profile_fields(record, writer.field_profile)
         return response
 
     if provider == "open_meteo":
