@@ -22,6 +22,8 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from mycosoft_assets.common import RecordRejected
 from resources.http import ApiResponse
@@ -106,10 +108,18 @@ class FetchPlan:
 
 
 def fetch_plan(store: PartitionStore, dataset: str, windows: list[PartitionWindow], full_refresh: bool = False,
-               overlap: timedelta = REFRESH_OVERLAP) -> FetchPlan:
-    """A partition synced before only needs what changed since its last fetch (minus ``overlap``); a new one needs
-    its whole window. So refreshing today's partition every few hours, or closing yesterday's, costs a few
-    requests, never a re-download of its window (and never of all history for the first partition synced).
+               overlap: timedelta = REFRESH_OVERLAP, event_cursor: str | None = None,
+               late: timedelta = timedelta(0)) -> FetchPlan:
+    """A partition synced before only needs what changed since its last fetch; a new one needs its whole window.
+    So refreshing today's partition every few hours, or closing yesterday's, costs a few requests, never a
+    re-download of its window (and never of all history for the first partition synced).
+
+    - Update-time cursors (``updated_at``, ``lastInterpreted``): resume at the partition's last fetch minus
+      ``overlap`` (sources index updates with some lag).
+    - Event-time cursors (``event_cursor``, e.g. a measurement's period start): a record's time says nothing about
+      when it was published, so resume at the newest event already held minus ``late`` (how late the source may
+      publish), or at the window's start when the partition holds nothing yet.
+
     ``full_refresh`` re-fetches every window whole."""
     starts: list[datetime | None] = []
     merge: set[str] = set()
@@ -117,8 +127,16 @@ def fetch_plan(store: PartitionStore, dataset: str, windows: list[PartitionWindo
         manifest = None if full_refresh else store.manifest(dataset, window.key)
         if manifest and manifest.get("fetched_at"):
             merge.add(window.key)
-            resume = datetime.fromisoformat(manifest["fetched_at"]) - overlap
-            starts.append(resume if window.start is None else max(window.start, resume))
+            if event_cursor is None:
+                resume: datetime | None = datetime.fromisoformat(manifest["fetched_at"]) - overlap
+            else:
+                newest = pc.max(pq.read_table(store.parquet_path(dataset, window.key),
+                                              columns=[event_cursor]).column(event_cursor)).as_py()
+                resume = newest - late if newest is not None else window.start
+            if resume is None:
+                starts.append(window.start)
+            else:
+                starts.append(resume if window.start is None else max(window.start, resume))
         else:
             starts.append(window.start)
     if any(start is None for start in starts):

@@ -39,6 +39,9 @@ class SourceSLA:
     apis: tuple[str, ...]  # which rows of API_LIMITS this source spends
     retention: timedelta | None = None  # rolling window: partitions and rows older than this are removed
     initial_lookback: timedelta | None = None  # how far back a first sync reaches, when not to the beginning
+    # For sources partitioned by event time (measurements): how late a record may still be published. Refreshes
+    # re-read partitions this recent, so a late hour lands in its partition.
+    late_arrival: timedelta | None = None
     # How long the Dagster instance keeps this source's runs (and their event logs). Frequent refreshes add
     # hundreds of runs a day; the prune job deletes older ones so the instance stays bounded (dagster#33785).
     run_history: timedelta = timedelta(days=30)
@@ -123,6 +126,7 @@ SLA_TABLE: dict[str, SourceSLA] = {
             run_history=timedelta(days=7),
             # A first sync takes each station's last 90 days (from its datetimeLast), not its whole history.
             initial_lookback=timedelta(days=90),
+            late_arrival=timedelta(hours=3),
         ),
         SourceSLA(
             source="nws_alerts",

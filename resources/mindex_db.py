@@ -38,8 +38,10 @@ def engine_for(url: str) -> Engine:
                 engine = sa.create_engine(url, connect_args={"timeout": 30})
                 sa.event.listen(engine, "connect", _on_sqlite_connect)
             else:
-                # Case C18: survive a restarted server or a closed idle connection.
-                engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800)
+                # Case C18: survive a restarted server or a closed idle connection. Sessions run in UTC, so
+                # DATE(), comparisons and returned datetimes never depend on the server's zone.
+                connect_args = {"options": "-c timezone=UTC"} if url.startswith("postgresql") else {}
+                engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args)
             _engines[url] = engine
         return engine
 

@@ -41,6 +41,14 @@ def refresh_partition_keys(source: str, now: datetime, materialized: set[str]) -
     one before it when it was synced while still open and must be closed with its last updates. When the one
     before was never synced, the open partition's window already starts where the last sync stopped."""
     keys = sla.partitions_def(source).get_partition_keys(current_time=now)
+    late = sla.sla(source).late_arrival
+    if late is not None:
+        # Event-time partitions: also re-read every synced partition that late records may still reach.
+        partitions = sla.partitions_def(source)
+        recent = [k for k in keys[:-1] if k in materialized
+                  and partitions.time_window_for_partition_key(k).end > now - late]
+        if recent:
+            return keys[keys.index(recent[0]):]
     if len(keys) > 1 and keys[-2] in materialized:
         return keys[-2:]
     return keys[-1:]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -69,34 +70,20 @@ def test_recorded_alert_feed_lands_in_mindex_with_one_active_row_per_chain(repla
     assert len(expected) == 623
     db = resources["mindex_db"]
     assert {r[0] for r in query(db, "SELECT id FROM nws_alert_messages")} == expected
-    # Independent of the code under test: connected components of the reference graph, minus any chain
-    # whose head ended before the feed's updated time.
+    # Independent of the code under test: every live head is active — a message no other message references, not
+    # a Cancel, and not ended at the feed's updated time. (NWS splits products by area: several heads may share a
+    # parent, and each is an active alert.)
     features = [f for p in (FIXTURES / "nws").glob("*alerts_active*.json")
                 for f in json.loads(p.read_text(encoding="utf-8")).get("features") or []]
-    parent: dict[str, str] = {}
-
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
-
-    for f in features:
-        for ref in f["properties"].get("references") or []:
-            parent[root(ref["identifier"])] = root(f["properties"]["id"])
+    unique = {f["properties"]["id"]: f for f in features}
+    referenced = {ref["identifier"] for f in unique.values() for ref in f["properties"].get("references") or []}
     updated = datetime.fromisoformat(load_fixture(NATIONAL)["updated"])
-    heads: dict[str, tuple] = {}
-    for f in features:
-        props = f["properties"]
-        key = root(props["id"])
-        candidate = (datetime.fromisoformat(props["sent"]), props["id"], props.get("ends"))
-        heads[key] = max(heads.get(key, candidate), candidate)
-    active_expected = sum(1 for sent, _, ends in heads.values() if not ends or datetime.fromisoformat(ends) > updated)
-    active = query(db, "SELECT chain_id, superseded_by, message_type FROM nws_active_alerts")
-    assert len(active) == active_expected == 610
-    assert len({r[0] for r in active}) == len(active)
+    live = {i for i, f in unique.items() if i not in referenced and f["properties"]["messageType"] != "Cancel"
+            and not (f["properties"].get("ends") and datetime.fromisoformat(f["properties"]["ends"]) <= updated)}
+    active = query(db, "SELECT id, superseded_by, message_type FROM nws_active_alerts")
+    assert {r[0] for r in active} == live and len(live) == 621
     assert all(r[1] is None and r[2] != "Cancel" for r in active)
     null_geometry = query(db, "SELECT COUNT(*) FROM nws_alert_messages WHERE geometry IS NULL")[0][0]
-    unique = {f["properties"]["id"]: f for f in features}
     assert null_geometry == sum(1 for f in unique.values() if f.get("geometry") is None) == 532
     zones = query(db, "SELECT code FROM nws_alert_zones WHERE alert_id = 'NWS-IDP-PROD-3965873-3369046' AND "
                       "code_type = 'UGC' ORDER BY code")
@@ -152,6 +139,42 @@ def test_alert_update_cancel_lifecycle_and_a_vanished_alert(replay, data_dir):
                       "ORDER BY id")
     assert chain == [("urn:test:chain.1", 1), ("urn:test:chain.2", 1), ("urn:test:chain.3", 1)]
     assert query(db, "SELECT COUNT(*) FROM nws_alert_fetches")[0][0] == 3
+
+
+def test_a_cancel_for_one_area_leaves_the_update_for_another_active(replay, data_dir):
+    """NWS splits a product by area: an Update (area kept) and a Cancel (area dropped) both reference the Alert."""
+    base = next(f for f in load_fixture(NATIONAL)["features"] if f["geometry"] is None)
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    alert = _feature(base, "urn:test:split.1", "Alert", t0, ends=t0 + timedelta(days=1))
+    update = _feature(base, "urn:test:split.2", "Update", t0 + timedelta(minutes=20), [_ref(alert)],
+                      ends=t0 + timedelta(days=1))
+    cancel = _feature(base, "urn:test:split.3", "Cancel", t0 + timedelta(minutes=20), [_ref(alert)])
+    nws = replay.source_object("nws")
+    resources = env_resources(replay, data_dir)
+    nws.set_active([alert], updated=(t0 + timedelta(minutes=5)).isoformat())
+    assert dg.materialize([nws_alerts, mindex_nws_alerts], resources=resources).success
+    nws.set_active([update, cancel], updated=(t0 + timedelta(minutes=25)).isoformat())
+    assert dg.materialize([nws_alerts, mindex_nws_alerts], resources=resources).success
+    db = resources["mindex_db"]
+    assert [r[0] for r in query(db, "SELECT id FROM nws_active_alerts")] == ["urn:test:split.2"]
+    cancelled = dict(query(db, "SELECT id, chain_cancelled FROM nws_alert_messages"))
+    assert cancelled == {"urn:test:split.1": 1, "urn:test:split.2": 0, "urn:test:split.3": 1}
+
+
+def test_an_alert_dropped_between_two_fetches_with_the_same_updated_time(replay, data_dir):
+    base = load_fixture(NATIONAL)["features"][0]
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    a = _feature(base, "urn:test:same.a", "Alert", t0)
+    c = _feature(base, "urn:test:same.c", "Alert", t0)
+    nws = replay.source_object("nws")
+    resources = env_resources(replay, data_dir)
+    nws.set_active([a, c], updated=t0.isoformat())
+    assert dg.materialize([nws_alerts, mindex_nws_alerts], resources=resources).success
+    nws.set_active([c], updated=t0.isoformat())
+    assert dg.materialize([nws_alerts, mindex_nws_alerts], resources=resources).success
+    db = resources["mindex_db"]
+    assert [r[0] for r in query(db, "SELECT id FROM nws_active_alerts")] == ["urn:test:same.c"]
+    assert query(db, "SELECT vanished_at IS NOT NULL FROM nws_alert_messages WHERE id = 'urn:test:same.a'") == [(1,)]
 
 
 def test_an_older_feed_never_moves_mindex_backwards(replay, data_dir):
@@ -215,8 +238,13 @@ def test_weather_forecasts_for_the_default_sites(replay, data_dir):
     assert [(s, p) for s, p, _ in latest] == [("denver_co", "open_meteo"), ("florida_panhandle", "nws"),
                                               ("washington_dc", "nws")]
     assert sum(n for _, _, n in latest) == rows
-    status = dict(((s, p), stale) for s, p, stale in query(db, "SELECT site, provider, stale FROM weather_site_status"))
-    assert status[("washington_dc", "nws")] == 0 and status[("denver_co", "nws")] == 1
+    status = {(s, p): (stale, error) for s, p, stale, error in query(
+        db, "SELECT site, provider, stale, last_error FROM weather_site_status")}
+    # Case C06: the recorded DC forecast was issued in 2023: a 200 with an old forecast is stale, not fresh.
+    stale, reason = status[("washington_dc", "nws")]
+    assert stale == 1 and "forecast issued 2023-01-01" in reason
+    assert status[("denver_co", "open_meteo")][0] == 1  # recorded 2026-08-08: also more than a day old
+    assert status[("denver_co", "nws")][0] == 1 and "InvalidPoint" in status[("denver_co", "nws")][1]
     assert query(db, "SELECT COUNT(*) FROM weather_forecasts WHERE unit = '°F'")[0][0] == 0  # one unit per variable
     # The /points lookup is cached: a second run does not ask again.
     before = len([r for r in replay.request_log("nws") if r["path"].startswith("/points/")])
@@ -334,3 +362,116 @@ def test_frequent_refreshes_keep_the_instance_bounded(replay, data_dir):
         assert len(remaining) == 1
         assert instance.get_latest_materialization_event(dg.AssetKey("mindex_nws_alerts")) is not None
         assert 10 <= events_per_run <= 60, events_per_run
+
+
+def test_prune_keeps_every_partitions_latest_run(replay, data_dir):
+    """Deleting a run deletes its materializations: a run that holds the latest materialization of a partition
+    stays, or Dagster would forget the partition."""
+    from mycosoft_assets.inaturalist.assets import inaturalist_observations
+    from tests.test_materialize import make_resources
+
+    resources = make_resources(replay, data_dir)
+    with dg.instance_for_test() as instance:
+        for key in ("2024-05-01", "2024-05-02", "2024-05-03"):
+            assert dg.materialize([inaturalist_observations], resources=resources, partition_key=key,
+                                  instance=instance, tags={"source": "inaturalist"}).success
+        later = datetime.now(UTC) + timedelta(days=40)
+        assert prune_run_history(instance, now=later)["inaturalist"] == 0
+        assert dg.materialize([inaturalist_observations], resources=resources, partition_key="2024-05-01",
+                              instance=instance, tags={"source": "inaturalist"}).success
+        assert prune_run_history(instance, now=later)["inaturalist"] == 1  # the first 05-01 run
+        assert instance.get_materialized_partitions(dg.AssetKey("inaturalist_observations")) == {
+            "2024-05-01", "2024-05-02", "2024-05-03"}
+
+
+def test_a_sentinel_latest_reading_keeps_the_newest_real_value(replay, data_dir):
+    from mycosoft_assets.mindex.schema import aq_latest, aq_sensors, aq_stations
+
+    db = MindexDatabase(data_dir=str(data_dir))
+    ensure_schema(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(aq_stations.insert().values(id=9, name="S"))
+        conn.execute(aq_sensors.insert().values(id=1, station_id=9, parameter="pm25", unit="µg/m³"))
+        conn.execute(aq_latest.insert().values(sensor_id=1, station_id=9, value=10.0, value_raw=10.0,
+                                               is_missing_sentinel=False,
+                                               datetime_utc=datetime(2025, 9, 20, 18, tzinfo=UTC)))
+    store = PartitionStore(data_dir=str(data_dir))
+    from mycosoft_assets.openaq.assets import LATEST, LOCATIONS
+    from mycosoft_assets.openaq.normalize import normalize_latest, normalize_location
+    from resources.storage import PartitionWindow
+
+    window = [PartitionWindow("snapshot", None, datetime.now(UTC))]
+    location = {"id": 9, "name": "S", "sensors": [{"id": 1, "parameter": {"id": 2, "name": "pm25", "units": "µg/m³"}}]}
+    with store.open_run(LOCATIONS.name, LOCATIONS.schema, window) as writer:
+        writer.write(pa.RecordBatch.from_pylist([normalize_location(location)], schema=LOCATIONS.schema))
+    sentinel = {"sensorsId": 1, "locationsId": 9, "value": -999, "datetime": {"utc": "2025-09-20T19:00:00Z"}}
+    with store.open_run(LATEST.name, LATEST.schema, window) as writer:
+        writer.write(pa.RecordBatch.from_pylist([normalize_latest(sentinel)], schema=LATEST.schema))
+    assert dg.materialize([mindex_air_quality], resources={"mirror_store": store, "mindex_db": db}).success
+    assert query(db, "SELECT value FROM aq_latest_values WHERE station_id = 9") == [(10.0,)]
+
+
+def test_late_published_hours_land_in_their_partitions():
+    """OpenAQ publishes an hour after it closes (here 30 minutes later). Following the schedule's own partition
+    choice, every published hour must end up in its partition: measurement time is not an update cursor."""
+    from sensors.schedules import RANGE_END_TAG, RANGE_START_TAG, refresh_partition_keys
+    from tests.stub_server import StubServer, json_answer
+
+    day = datetime(2025, 6, 1, tzinfo=UTC)
+    published: list[datetime] = [day + timedelta(hours=h) for h in range(0, 9)]  # 00:00 .. 08:00 are out
+
+    def measurement(start: datetime) -> dict:
+        return {"value": 5.0, "parameter": {"id": 2, "name": "pm25", "units": "µg/m³"},
+                "period": {"label": "raw", "interval": "01:00:00",
+                           "datetimeFrom": {"utc": start.isoformat().replace("+00:00", "Z")},
+                           "datetimeTo": {"utc": (start + timedelta(hours=1)).isoformat().replace("+00:00", "Z")}}}
+
+    def handler(path: str):
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(path)
+        query_args = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        meta = {"name": "openaq-api", "website": "/", "page": 1, "limit": 1000}
+        if parts.path.endswith("/locations"):
+            location = {"id": 9, "name": "S", "sensors": [{"id": 1, "parameter": {"id": 2, "name": "pm25",
+                                                                                   "units": "µg/m³"}}],
+                        "datetimeLast": {"utc": published[-1].isoformat()}}
+            return json_answer({"meta": {**meta, "found": 1}, "results": [location] if query_args["page"] == "1"
+                                else []})
+        start = datetime.fromisoformat(query_args["datetime_from"])
+        end = datetime.fromisoformat(query_args["datetime_to"])
+        rows = [measurement(t) for t in published if start <= t < end]
+        return json_answer({"meta": {**meta, "found": len(rows)}, "results": rows})
+
+    import tempfile
+
+    with StubServer(handler) as stub, tempfile.TemporaryDirectory() as tmp:
+        resources = {"openaq": OpenAqClient(base_url=stub.url.replace("/v1", "/v3"), api_key="k"),
+                     "mirror_store": PartitionStore(data_dir=tmp)}
+        store = resources["mirror_store"]
+        assert dg.materialize([openaq_locations], resources=resources).success
+
+        def tick(now: datetime) -> None:
+            keys = refresh_partition_keys("openaq", now, set(store.synced_keys("openaq_measurements")))
+            result = dg.materialize([openaq_measurements], resources=resources,
+                                    tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+            assert result.success
+
+        def hours_held() -> dict[str, list[int]]:
+            import pyarrow.parquet as pq
+
+            return {k: sorted(t.hour for t in pq.read_table(store.parquet_path("openaq_measurements", k))
+                              .column("datetime_from").to_pylist()) for k in store.synced_keys("openaq_measurements")}
+
+        tick(day + timedelta(hours=10, minutes=5))  # first sync: 00:00 .. 08:00 land in 10:00's partition
+        published.append(day + timedelta(hours=9))  # 09:00 published at 10:30
+        tick(day + timedelta(hours=10, minutes=35))
+        published.append(day + timedelta(hours=10))  # 10:00 published at 11:30
+        tick(day + timedelta(hours=11, minutes=5))
+        tick(day + timedelta(hours=11, minutes=35))
+        published.append(day + timedelta(hours=11))  # 11:00 published at 12:30
+        tick(day + timedelta(hours=12, minutes=35))
+        held = hours_held()
+        assert held["2025-06-01-10:00"] == list(range(0, 11))
+        assert held["2025-06-01-11:00"] == [11]
+        assert sum(len(v) for v in held.values()) == len(published) == 12

@@ -1,7 +1,7 @@
 """Derived MINDEX tables for the environmental mirrors: NWS alerts, weather forecasts, air quality."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -29,6 +29,7 @@ from resources.mindex_db import MindexDatabase, upsert
 from resources.storage import PartitionStore
 
 GROUP = "mindex"
+STALE_FORECAST_AGE = timedelta(hours=24)
 
 
 def _args(source: str, name: str, deps: list[str], description: str, partitioned: bool = False) -> dict[str, Any]:
@@ -54,7 +55,14 @@ def _count(conn: sa.Connection, sql: str) -> int:
 
 # --- NWS alerts ---------------------------------------------------------------------------------------------
 ALERT_COLUMNS = [c.name for c in nws_alert_messages.columns if c.name not in (
-    "chain_id", "superseded_by", "chain_cancelled", "first_seen_at", "last_seen_at", "vanished_at")]
+    "chain_id", "superseded_by", "chain_cancelled", "first_seen_at", "last_seen_at", "last_fetched_at", "vanished_at")]
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Database datetimes: SQLite returns naive UTC, PostgreSQL aware values in the session's zone."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_updated: datetime,
@@ -62,8 +70,8 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
     """Upsert the fetched messages, then recompute chains, vanished alerts and the 24 h retention."""
     existing = {r.id: r for r in conn.execute(sa.select(
         nws_alert_messages.c.id, nws_alert_messages.c.first_seen_at, nws_alert_messages.c.last_seen_at))}
-    latest_before = conn.execute(sa.select(sa.func.max(nws_alert_fetches.c.feed_updated))).scalar()
-    if latest_before is not None and latest_before.replace(tzinfo=UTC) > feed_updated:
+    latest_before = as_utc(conn.execute(sa.select(sa.func.max(nws_alert_fetches.c.feed_updated))).scalar())
+    if latest_before is not None and latest_before > feed_updated:
         # Case C06: an edge served an older feed than one we already have. Keep the newer state.
         raise ValueError(f"feed updated {feed_updated.isoformat()} is older than the stored "
                          f"{latest_before.isoformat()}; refusing to move MINDEX backwards")
@@ -76,6 +84,7 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
         message["first_seen_at"] = previous.first_seen_at if previous is not None and previous.first_seen_at \
             else feed_updated
         message["last_seen_at"] = feed_updated
+        message["last_fetched_at"] = fetched_at
         message["vanished_at"] = None
         messages.append(message)
     upsert(conn, nws_alert_messages, messages, ["id"])
@@ -88,14 +97,13 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
     if zones:
         conn.execute(nws_alert_zones.insert(), zones)
     upsert(conn, nws_alert_fetches, [{"feed_updated": feed_updated, "fetched_at": fetched_at,
-                                      "alert_count": len(rows), "filters": filters}], ["feed_updated"])
+                                      "alert_count": len(rows), "filters": filters}], ["fetched_at"])
 
     # Chains over everything still cached, so a Cancel arriving later closes a chain we saw before.
     m = nws_alert_messages.c
     cached = conn.execute(sa.select(m.id, m.message_type, m.sent, m.references, m.chain_id, m.superseded_by,
                                     m.chain_cancelled)).all()
-    states = chain_states((r.id, r.message_type, r.sent.replace(tzinfo=UTC) if r.sent else None, r.references)
-                          for r in cached)
+    states = chain_states((r.id, r.message_type, as_utc(r.sent), r.references) for r in cached)
     for r in cached:
         state = states[r.id]
         if (r.chain_id, r.superseded_by, r.chain_cancelled) != (state.chain_id, state.superseded_by,
@@ -105,7 +113,7 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
     # An alert whose chain just left the feed without a Cancel: mark it vanished (never delete, never "cancelled").
     vanished = conn.execute(
         nws_alert_messages.update()
-        .where(nws_alert_messages.c.last_seen_at < feed_updated, nws_alert_messages.c.vanished_at.is_(None),
+        .where(nws_alert_messages.c.last_fetched_at < fetched_at, nws_alert_messages.c.vanished_at.is_(None),
                nws_alert_messages.c.superseded_by.is_(None), nws_alert_messages.c.message_type != "Cancel",
                sa.or_(nws_alert_messages.c.chain_cancelled.is_(None), nws_alert_messages.c.chain_cancelled.is_(False)))
         .values(vanished_at=feed_updated)).rowcount
@@ -119,7 +127,8 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
             conn.execute(nws_alert_zones.delete().where(nws_alert_zones.c.alert_id.in_(chunk)))
             conn.execute(nws_alert_messages.delete().where(nws_alert_messages.c.id.in_(chunk)))
         removed = len(old)
-        conn.execute(nws_alert_fetches.delete().where(nws_alert_fetches.c.feed_updated < cutoff))
+        conn.execute(nws_alert_fetches.delete().where(nws_alert_fetches.c.feed_updated < cutoff,
+                                                      nws_alert_fetches.c.fetched_at < fetched_at))
     return {"messages": len(messages), "zones": len(zones), "vanished": vanished, "expired_by_retention": removed,
             "quarantined": len(bad)}
 
@@ -134,7 +143,8 @@ def mindex_nws_alerts(mirror_store: PartitionStore, mindex_db: MindexDatabase) -
     feed_updated = datetime.fromisoformat(manifest.get("feed_updated") or manifest["fetched_at"]).astimezone(UTC)
     rows = _snapshot_rows(mirror_store, ALERTS.name)
     with mindex_db.engine.begin() as conn:
-        counts = load_alert_snapshot(conn, rows, feed_updated, datetime.fromisoformat(manifest["fetched_at"]),
+        counts = load_alert_snapshot(conn, rows, feed_updated,
+                                     datetime.fromisoformat(manifest["fetched_at"]).astimezone(UTC),
                                      json.dumps(manifest.get("filters") or {}), sla.retention("nws_alerts"))
     with mindex_db.engine.connect() as conn:
         active = _count(conn, "SELECT COUNT(*) FROM nws_active_alerts")
@@ -157,14 +167,19 @@ def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexData
     ensure_schema(mindex_db.engine)
     manifest = mirror_store.manifest(WEATHER_DATASET, "snapshot") or {}
     rows = _snapshot_rows(mirror_store, WEATHER_DATASET)
-    checked_at = datetime.fromisoformat(manifest["fetched_at"])
+    checked_at = datetime.fromisoformat(manifest["fetched_at"]).astimezone(UTC)
     keys = ["site", "provider", "issued_at", "resolution", "variable", "valid_from"]
     issued: dict[tuple[str, str], datetime] = {}
     for row in rows:
         pair = (row["site"], row["provider"])
         issued[pair] = max(issued.get(pair, row["issued_at"]), row["issued_at"])
+    # Case C06: an edge can serve a days-old forecast with a 200. Compare the issue time with the fetch time and
+    # call an old forecast stale instead of fresh.
     status = [{"site": site, "provider": provider, "checked_at": checked_at, "last_success_at": checked_at,
-               "last_issued_at": when, "stale": False, "last_error": None} for (site, provider), when in issued.items()]
+               "last_issued_at": when, "stale": checked_at - when > STALE_FORECAST_AGE,
+               "last_error": f"forecast issued {when.isoformat()}, more than {STALE_FORECAST_AGE} before the fetch"
+               if checked_at - when > STALE_FORECAST_AGE else None}
+              for (site, provider), when in issued.items()]
     failures = []
     for label, error in (manifest.get("site_errors") or {}).items():
         site, provider = label.split("/", 1)
@@ -219,9 +234,11 @@ def mindex_air_quality(mirror_store: PartitionStore, mindex_db: MindexDatabase) 
                 sensors.append({"id": sensor["id"], "station_id": row["id"], "name": sensor.get("name"),
                                 "parameter_id": parameter.get("id"), "parameter": parameter.get("name"),
                                 "unit": parameter.get("units")})
+    # A sentinel as the latest reading does not replace the newest real value (it stays in the mirror).
     latest = [{"sensor_id": r["sensor_id"], "station_id": r["location_id"], "datetime_utc": r["datetime_utc"],
                "value": r["value"], "value_raw": r["value_raw"], "is_missing_sentinel": r["is_missing_sentinel"],
-               "qc_flags": r["qc_flags"]} for r in _snapshot_rows(mirror_store, LATEST.name)]
+               "qc_flags": r["qc_flags"]} for r in _snapshot_rows(mirror_store, LATEST.name)
+              if not r["is_missing_sentinel"]]
     with mindex_db.engine.begin() as conn:
         upsert(conn, aq_stations, stations, ["id"])
         upsert(conn, aq_sensors, sensors, ["id"])

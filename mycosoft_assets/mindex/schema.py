@@ -86,6 +86,8 @@ nws_alert_messages = sa.Table(
     # Feed times (the feed's own `updated`), not wall-clock times, so the view is right in replay too.
     sa.Column("first_seen_at", sa.DateTime(timezone=True)),
     sa.Column("last_seen_at", sa.DateTime(timezone=True)),
+    # Wall-clock time of the last fetch that contained it: two fetches can carry the same feed `updated`.
+    sa.Column("last_fetched_at", sa.DateTime(timezone=True)),
     sa.Column("vanished_at", sa.DateTime(timezone=True)),
     sa.Column("qc_flags", sa.Text),
 )
@@ -100,8 +102,8 @@ nws_alert_zones = sa.Table(
 
 nws_alert_fetches = sa.Table(
     "nws_alert_fetches", metadata,
-    sa.Column("feed_updated", sa.DateTime(timezone=True), primary_key=True),
-    sa.Column("fetched_at", sa.DateTime(timezone=True)),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("feed_updated", sa.DateTime(timezone=True)),
     sa.Column("alert_count", sa.Integer),
     sa.Column("filters", sa.Text),
 )
@@ -201,21 +203,19 @@ quarantine = sa.Table(
 )
 
 VIEWS = {
-    # One row per alert chain: its newest message, not cancelled, not superseded, present in the latest
-    # successful fetch, and not past its end (`ends`, not `expires`) at that fetch's feed time. A chain that
-    # forked (two Updates referencing the same message, e.g. a warning split by area) shows its newest head; the
-    # other head stays in nws_alert_messages with the same chain_id.
+    # One row per active alert chain, i.e. per live head message: not superseded by a newer message, not a Cancel
+    # and not cancelled, present in the latest successful fetch, and not past its end (`ends`, not `expires`) at
+    # that fetch's feed time (the feed's own `updated`, so the view is right in replay too). A product that NWS
+    # split by area has one live head, and so one row, per area.
     "nws_active_alerts": """
-        SELECT * FROM (
-            SELECT m.*, f.as_of, ROW_NUMBER() OVER (PARTITION BY m.chain_id ORDER BY m.sent DESC, m.id DESC) AS rn
-            FROM nws_alert_messages m
-            CROSS JOIN (SELECT MAX(feed_updated) AS as_of FROM nws_alert_fetches) f
-            WHERE m.superseded_by IS NULL
-              AND (m.chain_cancelled IS NULL OR m.chain_cancelled = FALSE)
-              AND m.message_type <> 'Cancel'
-              AND m.last_seen_at = f.as_of
-              AND (m.ends IS NULL OR m.ends > f.as_of)
-        ) heads WHERE rn = 1
+        SELECT m.*, f.feed_updated AS as_of FROM nws_alert_messages m
+        JOIN (SELECT fetched_at, feed_updated FROM nws_alert_fetches
+              WHERE fetched_at = (SELECT MAX(fetched_at) FROM nws_alert_fetches)) f
+          ON m.last_fetched_at = f.fetched_at
+        WHERE m.superseded_by IS NULL
+          AND m.message_type <> 'Cancel'
+          AND (m.chain_cancelled IS NULL OR m.chain_cancelled = FALSE)
+          AND (m.ends IS NULL OR m.ends > f.feed_updated)
     """,
     # The latest issue per site, provider and resolution (NWS issues its period and hourly forecasts separately).
     "weather_latest_forecast": """

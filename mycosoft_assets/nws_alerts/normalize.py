@@ -108,9 +108,15 @@ class ChainState:
 
 
 def chain_states(messages: Iterable[tuple[str, str | None, datetime | None, str | None]]) -> dict[str, ChainState]:
-    """Messages are (id, message_type, sent, references). A message referenced by a later one is superseded by
-    it; messages linked by references form one chain (union-find), named by its earliest message; a chain with a
-    Cancel is cancelled. References to messages we never saw still link chains that share them."""
+    """Messages are (id, message_type, sent, references).
+
+    - A message referenced by a newer one is ``superseded_by`` it (the newest referencing message).
+    - A message is ``cancelled`` when it is a Cancel or a Cancel references it, directly or through the messages it
+      references. Only that lineage: when NWS splits a product by area, an Update for one area and a Cancel for
+      another reference the same parent, and the Update stays live.
+    - ``chain_id`` groups messages linked by references (union-find, named by the earliest message), for browsing;
+      a forked product has several live heads in one group, each of them one active alert.
+    References to messages we never saw still link and cancel through them."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -121,26 +127,33 @@ def chain_states(messages: Iterable[tuple[str, str | None, datetime | None, str 
         return x
 
     info: dict[str, tuple[str | None, datetime | None]] = {}
+    refs: dict[str, list[str]] = {}
     superseded: dict[str, tuple[datetime | None, str]] = {}
     for message_id, message_type, sent, references in messages:
         info[message_id] = (message_type, sent)
         find(message_id)
-        for ref in (references or "").split(","):
-            if not ref:
-                continue
+        refs[message_id] = [r for r in (references or "").split(",") if r]
+        for ref in refs[message_id]:
             parent[find(ref)] = find(message_id)
             current = superseded.get(ref)
             if current is None or (sent and (current[0] is None or sent > current[0])):
                 superseded[ref] = (sent, message_id)
+    cancelled: set[str] = set()
+    stack = [m for m, (kind, _) in info.items() if kind == "Cancel"]
+    while stack:
+        message_id = stack.pop()
+        if message_id in cancelled:
+            continue
+        cancelled.add(message_id)
+        stack.extend(refs.get(message_id, []))
     groups: dict[str, list[str]] = {}
     for message_id in info:
         groups.setdefault(find(message_id), []).append(message_id)
     states = {}
     for members in groups.values():
         earliest = min(members, key=lambda m: (info[m][1].timestamp() if info[m][1] else float("inf"), m))
-        cancelled = any(info[m][0] == "Cancel" for m in members)
         for m in members:
             by = superseded.get(m)
             states[m] = ChainState(chain_id=earliest, superseded_by=by[1] if by and by[1] in info else None,
-                                   cancelled=cancelled)
+                                   cancelled=m in cancelled)
     return states

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -94,15 +95,18 @@ def openaq_latest(context: dg.AssetExecutionContext, openaq: OpenAqClient,
     SOURCE, name=MEASUREMENTS.name,
     description="Hourly measurements of every sensor of the mirrored stations "
                 "(GET /v3/sensors/{id}/measurements?datetime_from&datetime_to). An hourly partition holds the "
-                "measurements whose period starts in its hour (UTC); a first sync reaches back 90 days (SLA table) "
-                "from each station's last reading.",
+                "measurements whose period starts in its hour (UTC); the first partition synced also holds what a "
+                "first sync reaches: 90 days (SLA table) back from each station's last reading. Refreshes re-read "
+                "the last 3 hours, since hours are published late.",
 ), deps=[LOCATIONS.name])
 def openaq_measurements(context: dg.AssetExecutionContext, config: SyncConfig, openaq: OpenAqClient,
                         mirror_store: PartitionStore) -> dg.MaterializeResult:
     windows = run_windows(mirror_store, MEASUREMENTS.name, sla.partitions_def(SOURCE), context.partition_keys)
-    plan = fetch_plan(mirror_store, MEASUREMENTS.name, windows, full_refresh=config.full_refresh)
+    row = sla.sla(SOURCE)
+    plan = fetch_plan(mirror_store, MEASUREMENTS.name, windows, full_refresh=config.full_refresh,
+                      event_cursor="datetime_from", late=row.late_arrival or timedelta(0))
     end = windows[-1].end
-    lookback = sla.sla(SOURCE).initial_lookback
+    lookback = row.initial_lookback
     total = MirrorStats()
     with mirror_store.open_run(MEASUREMENTS.name, MEASUREMENTS.schema, windows, route_column="datetime_from",
                                merge=plan.merge, key_columns=["sensor_id", "datetime_from"],
