@@ -8,6 +8,7 @@ DAGSTER_HOME, so every run, materialization and its metadata shows in the UI aft
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from mindex.home import ensure_dagster_home
-from sensors.schedules import main_job_plan
+from sensors.schedules import RANGE_END_TAG, RANGE_START_TAG, main_job_plan, refresh_tags, stream_datasets
 
 # Dagster logs every event at DEBUG to the console; the summary below is what a person wants to read.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -32,20 +33,60 @@ class JobOutcome:
     error: str | None = None
 
 
+# In replay mode the stream collectors run this long (bounded, so the main job ends); live they run on their own.
+REPLAY_COLLECTOR_SECONDS = 12
+REPLAY_OPENSKY_POLLS = 3
+
+
+def start_replay_collectors(out=sys.stdout) -> list[subprocess.Popen]:
+    """Start both collectors against the replay servers for a bounded time, as `mindex collect` would run them."""
+    mindex = str(Path(sys.executable).with_name("mindex"))
+    commands = [
+        [mindex, "collect", "opensky", "--polls", str(REPLAY_OPENSKY_POLLS), "--interval", "1",
+         "--allow-fast-replay"],
+        [mindex, "collect", "aisstream", "--duration", str(REPLAY_COLLECTOR_SECONDS)],
+    ]
+    processes = []
+    for command in commands:
+        print(f"collector: {' '.join(command[1:])}", file=out)
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def wait_for_collectors(processes: list[subprocess.Popen], out=sys.stdout) -> None:
+    for process in processes:
+        try:
+            _, err = process.communicate(timeout=REPLAY_COLLECTOR_SECONDS + 60)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            _, err = process.communicate(timeout=30)
+        if process.returncode != 0:
+            print(f"collector {' '.join(process.args[1:3])} exited {process.returncode}: {err.strip()[-500:]}",
+                  file=out)
+
+
 def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
     ensure_dagster_home()
     replay = None
+    ais_replay = None
+    collectors: list[subprocess.Popen] = []
     if replay_dir:
         from mindex.replay import ReplayServer
+        from mindex.replay.ais_ws import AisReplayServer
 
         replay = ReplayServer(Path(replay_dir)).start()
         for source in replay.sources:
             os.environ[f"{source.upper()}_BASE_URL"] = replay.base_url(source)
             print(f"replay: {source} answered at {replay.base_url(source)}", file=out)
+        ais_replay = AisReplayServer(Path(replay_dir)).start()
+        os.environ["AISSTREAM_URL"] = ais_replay.url
+        os.environ.setdefault("AISSTREAM_API_KEY", "replay-key")
+        print(f"replay: aisstream streamed at {ais_replay.url}", file=out)
         # The replay server wants a key like the real OpenAQ, but any non-empty one; never a real secret here.
         os.environ.setdefault("OPENAQ_API_KEY", "replay-key")
         # A loopback server has no quota: don't pace requests to the real APIs' limits.
         os.environ.setdefault("MINDEX_REQUEST_BUDGET", "off")
+        collectors = start_replay_collectors(out)
     try:
         # Build definitions only now, so the resources see the replay URLs.
         from mycosoft_assets.definitions import build_definitions
@@ -55,6 +96,13 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
         started_all = time.time()
         with dg.DagsterInstance.get() as instance:
             for job_name, tags, partitions in main_job_plan(datetime.now(UTC), instance):
+                source = job_name.removesuffix("_sync")
+                if job_name.endswith("_sync") and stream_datasets(source):
+                    # Stream hours are known once the collectors have landed what they received.
+                    wait_for_collectors(collectors, out)
+                    collectors = []
+                    tags = refresh_tags(source, datetime.now(UTC), instance)
+                    partitions = f"{tags[RANGE_START_TAG]}..{tags[RANGE_END_TAG]}"
                 started = time.monotonic()
                 result = defs.resolve_job_def(job_name).execute_in_process(
                     instance=instance, tags=tags, raise_on_error=False, run_config=QUIET_LOGS)
@@ -69,8 +117,12 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
             print_materializations(defs, instance, out, since=started_all)
         return 0 if all(o.success for o in outcomes) else 1
     finally:
+        for process in collectors:
+            process.terminate()
         if replay is not None:
             replay.stop()
+        if ais_replay is not None:
+            ais_replay.stop()
 
 
 def first_failure(result: dg.ExecuteInProcessResult) -> str:

@@ -6,7 +6,8 @@ import os
 from typing import Any
 
 from mycosoft_assets import sla
-from mycosoft_assets.settings import DEFAULT_CONTACT, DEFAULT_DATA_DIR, env_or
+from mycosoft_assets.settings import DEFAULT_CONTACT, DEFAULT_DATA_DIR
+from mycosoft_assets.settings import env_or as _deferred_env
 from resources.gbif import GBIF_BASE_URL, GbifClient
 from resources.inaturalist import INATURALIST_BASE_URL, InaturalistClient
 from resources.mindex_db import MindexDatabase
@@ -14,6 +15,10 @@ from resources.nws import NWS_BASE_URL, NwsClient
 from resources.open_meteo import OPEN_METEO_BASE_URL, OpenMeteoClient
 from resources.openaq import OPENAQ_BASE_URL, OpenAqClient
 from resources.storage import PartitionStore
+
+
+def _resolved_env(name: str, default: Any) -> Any:
+    return os.environ.get(name) or default
 
 
 def budget_config(api: str) -> dict[str, Any]:
@@ -26,7 +31,10 @@ def budget_config(api: str) -> dict[str, Any]:
             "per_day": limits.per_day}
 
 
-def build_resources() -> dict[str, Any]:
+def build_resources(resolved: bool = False) -> dict[str, Any]:
+    """The resources of every run. With ``resolved``, environment variables are read now instead of being
+    EnvVars resolved at run time: for sensors and schedules, which use the resources outside a run."""
+    env_or = _resolved_env if resolved else _deferred_env
     data_dir = env_or("MINDEX_DATA_DIR", str(DEFAULT_DATA_DIR))
     contact = env_or("MINDEX_CONTACT", DEFAULT_CONTACT)
     return {

@@ -45,6 +45,8 @@ class SourceSLA:
     # How long the Dagster instance keeps this source's runs (and their event logs). Frequent refreshes add
     # hundreds of runs a day; the prune job deletes older ones so the instance stays bounded (dagster#33785).
     run_history: timedelta = timedelta(days=30)
+    # Stream sources: a collector gap (disconnect, silence, refused poll) longer than this fails the gap check.
+    max_gap: timedelta | None = None
     notes: str = ""
 
 
@@ -64,6 +66,17 @@ API_LIMITS: dict[str, ApiLimits] = {
     "nws": ApiLimits(per_second=2.0, per_minute=60),
     # Open-Meteo keyless: 600/min and 10k/day per IP, and one request at a time (case C05).
     "open_meteo": ApiLimits(per_second=2.0, per_minute=500, per_day=9_000, max_concurrent=1),
+}
+
+
+# One cheap request per API that says whether it answers (paths under the client's base URL). The resilience
+# sensors probe with it, without retries, and count it against the API's budget like any request.
+API_PROBES: dict[str, str] = {
+    "inaturalist": "/taxa/47170",
+    "gbif": "/occurrence/count?taxonKey=5",
+    "nws": "/alerts/active/count",
+    "open_meteo": "/forecast?latitude=39.7469&longitude=-104.9871&current=temperature_2m&timezone=GMT",
+    "openaq": "/locations?limit=1",
 }
 
 
@@ -93,14 +106,17 @@ SLA_TABLE: dict[str, SourceSLA] = {
         SourceSLA(
             source="opensky",
             description="OpenSky: aircraft state vectors, rolling 24 h",
-            sla=timedelta(minutes=10),
-            warn_after=timedelta(minutes=5),
+            # Anonymous global polling is every 864 s (400 credits/day at 4 credits a call); compaction adds up to
+            # 5 min. A bbox or credentials poll far more often; the windows hold for the slowest case.
+            sla=timedelta(minutes=20),
+            warn_after=timedelta(minutes=10),
             partitioning="hourly",
             history_start="2026-01-01-00:00",
             refresh_cron="*/5 * * * *",
             apis=("opensky",),
             retention=timedelta(hours=24),
             run_history=timedelta(days=2),
+            max_gap=timedelta(minutes=30),
         ),
         SourceSLA(
             source="aisstream",
@@ -113,6 +129,7 @@ SLA_TABLE: dict[str, SourceSLA] = {
             apis=("aisstream",),
             retention=timedelta(hours=24),
             run_history=timedelta(days=2),
+            max_gap=timedelta(minutes=2),  # AISStream drops sockets every ~2 min (C13); reconnects take seconds
         ),
         SourceSLA(
             source="openaq",

@@ -26,6 +26,9 @@ REFRESH_ASSETS: dict[str, tuple[str, ...]] = {
     "nws_alerts": ("nws_alerts", "mindex_nws_alerts"),
     "weather": ("weather_forecasts", "mindex_weather_forecasts"),
     "openaq": ("openaq_measurements", "mindex_air_quality_measurements"),
+    "opensky": ("opensky_state_vectors", "mindex_aircraft_states"),
+    "aisstream": ("aisstream_vessel_positions", "aisstream_vessel_static", "mindex_vessel_positions",
+                  "mindex_vessel_static"),
 }
 # source -> unpartitioned reference snapshots; they run before the refresh job in the main job
 SNAPSHOT_ASSETS: dict[str, tuple[str, ...]] = {
@@ -62,10 +65,30 @@ def range_tags(keys: list[str]) -> dict[str, str]:
     return {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
 
 
+def stream_datasets(source: str) -> list:
+    """The stream datasets of a collector-fed source (empty for API-polled sources)."""
+    if source == "opensky":
+        from mycosoft_assets.opensky.assets import STATES
+
+        return [STATES]
+    if source == "aisstream":
+        from mycosoft_assets.aisstream.assets import POSITIONS, STATIC
+
+        return [POSITIONS, STATIC]
+    return []
+
+
 def refresh_tags(source: str, now: datetime, instance: dg.DagsterInstance) -> dict[str, str]:
     """Tags of the run that refreshes ``source`` now: a partition range, or nothing for a snapshot source."""
     if sla.partitions_def(source) is None:
         return {}
+    datasets = stream_datasets(source)
+    if datasets:
+        # Stream hours are compacted from the collector's spool: every hour whose batches changed, in order.
+        from mycosoft_assets.resources import build_resources
+        from mycosoft_assets.streams import stream_partition_keys
+
+        return range_tags(stream_partition_keys(build_resources(resolved=True)["mirror_store"], datasets, now))
     materialized = instance.get_materialized_partitions(mirror_asset_key(source))
     return range_tags(refresh_partition_keys(source, now, materialized))
 

@@ -58,15 +58,19 @@ def test_the_sla_table_has_all_seven_sources_with_the_products_numbers():
 MIRRORS = {
     "inaturalist_observations": "inaturalist", "inaturalist_taxa": "inaturalist", "gbif_occurrences": "gbif",
     "gbif_species": "gbif", "nws_alerts": "nws_alerts", "weather_forecasts": "weather", "openaq_locations": "openaq",
-    "openaq_latest": "openaq", "openaq_measurements": "openaq",
+    "openaq_latest": "openaq", "openaq_measurements": "openaq", "opensky_state_vectors": "opensky",
+    "aisstream_vessel_positions": "aisstream", "aisstream_vessel_static": "aisstream",
 }
 MINDEX = {
     "mindex_inaturalist_observations": "inaturalist", "mindex_gbif_occurrences": "gbif", "mindex_taxa": "inaturalist",
     "mindex_nws_alerts": "nws_alerts", "mindex_weather_forecasts": "weather", "mindex_air_quality": "openaq",
-    "mindex_air_quality_measurements": "openaq",
+    "mindex_air_quality_measurements": "openaq", "mindex_aircraft_states": "opensky",
+    "mindex_vessel_positions": "aisstream", "mindex_vessel_static": "aisstream",
 }
 PARTITIONED = {"inaturalist_observations", "mindex_inaturalist_observations", "gbif_occurrences",
-               "mindex_gbif_occurrences", "openaq_measurements", "mindex_air_quality_measurements"}
+               "mindex_gbif_occurrences", "openaq_measurements", "mindex_air_quality_measurements",
+               "opensky_state_vectors", "mindex_aircraft_states", "aisstream_vessel_positions",
+               "aisstream_vessel_static", "mindex_vessel_positions", "mindex_vessel_static"}
 
 
 def test_every_asset_has_its_sla_freshness_policy_group_and_partitions(defs):

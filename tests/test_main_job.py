@@ -16,7 +16,9 @@ from tests.conftest import REPO_ROOT
 ASSETS = ["inaturalist_observations", "inaturalist_taxa", "gbif_occurrences", "gbif_species",
           "mindex_inaturalist_observations", "mindex_gbif_occurrences", "mindex_taxa", "mindex_observations_unified",
           "nws_alerts", "mindex_nws_alerts", "weather_forecasts", "mindex_weather_forecasts", "openaq_locations",
-          "openaq_latest", "openaq_measurements", "mindex_air_quality", "mindex_air_quality_measurements"]
+          "openaq_latest", "openaq_measurements", "mindex_air_quality", "mindex_air_quality_measurements",
+          "opensky_state_vectors", "mindex_aircraft_states", "aisstream_vessel_positions", "aisstream_vessel_static",
+          "mindex_vessel_positions", "mindex_vessel_static"]
 
 
 def run_main(tmp_path: Path, fixtures_dir: Path) -> subprocess.CompletedProcess:
@@ -60,6 +62,11 @@ def test_make_run_in_replay_mode_materializes_everything_twice_with_the_same_cou
     assert counts["inaturalist_observations"][1] == 22 and counts["gbif_occurrences"][1] == 302
     assert counts["mindex_observations_unified"][1] == 22 + 302
     assert counts["nws_alerts"][1] == 623 and counts["openaq_measurements"][1] == 2546
+    # The stream collectors ran against the replay servers: the global snapshot (polled 3 times, stored once) and
+    # the recorded AIS stream (positions and static reports, deduplicated on MMSI + type + time_utc).
+    assert counts["opensky_state_vectors"][1] == counts["mindex_aircraft_states"][1] == 6553
+    assert counts["aisstream_vessel_positions"][1] == counts["mindex_vessel_positions"][1] == 2528
+    assert counts["aisstream_vessel_static"][1] == counts["mindex_vessel_static"][1] == 1956
 
     second = run_main(tmp_path, fixtures_dir)
     assert second.returncode == 0, second.stdout + second.stderr

@@ -218,6 +218,10 @@ def test_a_blocking_failure_leaves_mindex_unchanged(data_dir):
         with db.engine.connect() as conn:
             after = conn.execute(sa.text("SELECT * FROM observations ORDER BY source_id")).all()
         assert after == before
+        # A failed check is not a source failure: the resilience sensor must not serve this from the cache.
+        from sensors.resilience import failure_cause
+
+        assert failure_cause(instance, second.run_id) is None
 
 
 @pytest.mark.parametrize("asset", ["nws_alerts", "weather_forecasts", "openaq_measurements", "gbif_occurrences"])

@@ -141,10 +141,10 @@ def _no_leftover_faults(request: pytest.FixtureRequest) -> Any:
 
 # --- shape and counts -----
 def test_one_port_per_source_and_real_base_paths(srv: ReplayServer) -> None:
-    assert srv.sources == ["gbif", "inaturalist", "nws", "open_meteo", "openaq"]
+    assert srv.sources == ["gbif", "inaturalist", "nws", "open_meteo", "openaq", "opensky"]
     urls = {s: srv.base_url(s) for s in srv.sources}
     # The real APIs' base paths: api.weather.gov has no version; OpenAQ is /v3.
-    suffix = {"gbif": "/v1", "inaturalist": "/v1", "nws": "", "open_meteo": "/v1", "openaq": "/v3"}
+    suffix = {"gbif": "/v1", "inaturalist": "/v1", "nws": "", "open_meteo": "/v1", "openaq": "/v3", "opensky": "/api"}
     for source, url in urls.items():
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+" + suffix[source], url), url
     assert len({url.rsplit(":", 1)[1].split("/")[0] for url in urls.values()}) == len(urls)
@@ -560,11 +560,11 @@ def test_cli_prints_base_urls_and_applies_options(client: httpx.Client) -> None:
     thread.start()
     try:
         deadline = time.monotonic() + 10
-        while out.getvalue().count("\n") < 5 and time.monotonic() < deadline:
+        while out.getvalue().count("\n") < 6 and time.monotonic() < deadline:
             time.sleep(0.02)
         lines = dict(line.split("=", 1) for line in out.getvalue().splitlines() if "_BASE_URL=" in line)
         assert set(lines) == {"GBIF_BASE_URL", "INATURALIST_BASE_URL", "NWS_BASE_URL", "OPEN_METEO_BASE_URL",
-                              "OPENAQ_BASE_URL"}
+                              "OPENAQ_BASE_URL", "OPENSKY_BASE_URL"}
         body = client.get(f"{lines['INATURALIST_BASE_URL']}/observations", params={"per_page": 1}).json()
         assert body["total_results"] == 100
         assert client.get(f"{lines['GBIF_BASE_URL']}/species/1").status_code == 503

@@ -13,6 +13,7 @@ from mycosoft_assets.gbif.assets import OCCURRENCES, SPECIES
 from mycosoft_assets.inaturalist.assets import OBSERVATIONS, TAXA
 from mycosoft_assets.mindex.schema import ensure_schema, observations, taxa
 from mycosoft_assets.quality import quarantine
+from mycosoft_assets.serving import serving_metadata
 from resources.mindex_db import MindexDatabase, upsert
 from resources.storage import PartitionStore
 
@@ -172,6 +173,7 @@ def report_table_load(context: dg.AssetExecutionContext, store: PartitionStore, 
         context.add_asset_metadata({"dagster/row_count": count, **source_window(store, dataset, key),
                                     "quarantined": dg.MetadataValue.json(held)}, partition_key=key)
     return dg.MaterializeResult(metadata={
+        **serving_metadata(context, store, dataset, list(counts)),
         "mindex_table": table.name,
         "mindex_rows_for_source": int(total or 0),
         "run_row_count": sum(counts.values()),

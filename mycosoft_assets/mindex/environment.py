@@ -24,6 +24,7 @@ from mycosoft_assets.nws_alerts.assets import ALERTS
 from mycosoft_assets.nws_alerts.normalize import chain_states
 from mycosoft_assets.openaq.assets import LATEST, LOCATIONS, MEASUREMENTS
 from mycosoft_assets.quality import quarantine
+from mycosoft_assets.serving import served_from, serving_metadata
 from mycosoft_assets.weather.assets import DATASET as WEATHER_DATASET
 from resources.mindex_db import MindexDatabase, upsert
 from resources.storage import PartitionStore
@@ -137,7 +138,8 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
                   "NWS alert messages in MINDEX `nws_alert_messages` (+ `nws_alert_zones`, `nws_alert_fetches`), "
                   "chained by references; view `nws_active_alerts` has one row per active chain as of the latest "
                   "fetch. Messages are kept 24 h after they were last seen."))
-def mindex_nws_alerts(mirror_store: PartitionStore, mindex_db: MindexDatabase) -> dg.MaterializeResult:
+def mindex_nws_alerts(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
+                      mindex_db: MindexDatabase) -> dg.MaterializeResult:
     ensure_schema(mindex_db.engine)
     manifest = mirror_store.manifest(ALERTS.name, "snapshot") or {}
     feed_updated = datetime.fromisoformat(manifest.get("feed_updated") or manifest["fetched_at"]).astimezone(UTC)
@@ -150,6 +152,7 @@ def mindex_nws_alerts(mirror_store: PartitionStore, mindex_db: MindexDatabase) -
         active = _count(conn, "SELECT COUNT(*) FROM nws_active_alerts")
         cached = _count(conn, "SELECT COUNT(*) FROM nws_alert_messages")
     return dg.MaterializeResult(metadata={
+        **serving_metadata(context, mirror_store, ALERTS.name),
         "dagster/row_count": counts["messages"], "active_alert_chains": active, "cached_messages": cached,
         "zones": counts["zones"], "vanished_without_cancel": counts["vanished"],
         "removed_by_retention": counts["expired_by_retention"], "feed_updated": feed_updated.isoformat(),
@@ -163,7 +166,8 @@ def mindex_nws_alerts(mirror_store: PartitionStore, mindex_db: MindexDatabase) -
                   "Forecasts in MINDEX `weather_forecasts` (long format, both providers) and per site/provider "
                   "status in `weather_site_status`; view `weather_latest_forecast`. A failed site keeps its last "
                   "good forecast, marked stale; forecasts are kept 48 h except each site's latest."))
-def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexDatabase) -> dg.MaterializeResult:
+def mindex_weather_forecasts(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
+                             mindex_db: MindexDatabase) -> dg.MaterializeResult:
     ensure_schema(mindex_db.engine)
     manifest = mirror_store.manifest(WEATHER_DATASET, "snapshot") or {}
     rows = _snapshot_rows(mirror_store, WEATHER_DATASET)
@@ -175,10 +179,13 @@ def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexData
         issued[pair] = max(issued.get(pair, row["issued_at"]), row["issued_at"])
     # Case C06: an edge can serve a days-old forecast with a 200. Compare the issue time with the fetch time and
     # call an old forecast stale instead of fresh.
+    # Served from the cache during an outage, a forecast's age counts until now, not until the last fetch.
+    as_of = datetime.now(UTC) if served_from(context) == "cache" else checked_at
     status = [{"site": site, "provider": provider, "checked_at": checked_at, "last_success_at": checked_at,
-               "last_issued_at": when, "stale": checked_at - when > STALE_FORECAST_AGE,
-               "last_error": f"forecast issued {when.isoformat()}, more than {STALE_FORECAST_AGE} before the fetch"
-               if checked_at - when > STALE_FORECAST_AGE else None}
+               "last_issued_at": when, "stale": as_of - when > STALE_FORECAST_AGE,
+               "last_error": f"forecast issued {when.isoformat()}, more than {STALE_FORECAST_AGE} before "
+                             f"{'now (served from cache)' if as_of != checked_at else 'the fetch'}"
+               if as_of - when > STALE_FORECAST_AGE else None}
               for (site, provider), when in issued.items()]
     failures = []
     for label, error in (manifest.get("site_errors") or {}).items():
@@ -211,6 +218,7 @@ def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexData
         latest_rows = _count(conn, "SELECT COUNT(*) FROM weather_latest_forecast")
         stale = _count(conn, "SELECT COUNT(*) FROM weather_site_status WHERE stale")
     return dg.MaterializeResult(metadata={
+        **serving_metadata(context, mirror_store, WEATHER_DATASET),
         "dagster/row_count": len(rows), "latest_forecast_rows": latest_rows, "stale_site_providers": stale,
         "quarantined": len(bad),
         "removed_by_retention": removed, "database": mindex_db.describe(),
@@ -222,7 +230,8 @@ def mindex_weather_forecasts(mirror_store: PartitionStore, mindex_db: MindexData
                   "OpenAQ stations, sensors and the latest value per sensor in MINDEX (`aq_stations`, "
                   "`aq_sensors`, `aq_latest`); view `aq_latest_values` gives the newest real value per station, "
                   "parameter and unit (sentinels excluded)."))
-def mindex_air_quality(mirror_store: PartitionStore, mindex_db: MindexDatabase) -> dg.MaterializeResult:
+def mindex_air_quality(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
+                       mindex_db: MindexDatabase) -> dg.MaterializeResult:
     ensure_schema(mindex_db.engine)
     locations = _snapshot_rows(mirror_store, LOCATIONS.name)
     stations = [{c.name: row[c.name] for c in aq_stations.columns} for row in locations]
@@ -246,6 +255,7 @@ def mindex_air_quality(mirror_store: PartitionStore, mindex_db: MindexDatabase) 
     with mindex_db.engine.connect() as conn:
         values = _count(conn, "SELECT COUNT(*) FROM aq_latest_values")
     return dg.MaterializeResult(metadata={
+        **serving_metadata(context, mirror_store, LOCATIONS.name),
         "dagster/row_count": len(stations) + len(sensors) + len(latest), "stations": len(stations),
         "sensors": len(sensors), "latest_values": len(latest), "latest_values_view_rows": values,
         "database": mindex_db.describe(),
@@ -273,4 +283,6 @@ def mindex_air_quality_measurements(context: dg.AssetExecutionContext, mirror_st
         window = mirror_store.stored_window(MEASUREMENTS.name, key)
         context.add_asset_metadata({"dagster/row_count": sent,
                                     "source_window": window.describe() if window else "unknown"}, partition_key=key)
-    return dg.MaterializeResult(metadata={"run_row_count": sum(counts.values()), "database": mindex_db.describe()})
+    return dg.MaterializeResult(metadata={
+        **serving_metadata(context, mirror_store, MEASUREMENTS.name, list(context.partition_keys)),
+        "run_row_count": sum(counts.values()), "database": mindex_db.describe()})

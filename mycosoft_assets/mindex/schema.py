@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from mycosoft_assets.aisstream.normalize import NATURAL_KEY as AIS_NATURAL_KEY
+from mycosoft_assets.aisstream.normalize import POSITION_SCHEMA as AIS_POSITION_SCHEMA
+from mycosoft_assets.aisstream.normalize import STATIC_SCHEMA as AIS_STATIC_SCHEMA
+from mycosoft_assets.opensky.normalize import NATURAL_KEY as OPENSKY_NATURAL_KEY
+from mycosoft_assets.opensky.normalize import STATE_SCHEMA as OPENSKY_STATE_SCHEMA
 
 metadata = sa.MetaData()
 
@@ -202,6 +209,57 @@ quarantine = sa.Table(
     sa.Column("record", sa.Text),
 )
 
+# --- Streams (OpenSky, AISStream): tables follow the mirrors' Arrow schemas, plus the partition (hour of receipt) --
+_ARROW_TO_SQL = [
+    (pa.types.is_timestamp, lambda t: sa.DateTime(timezone=True)),
+    (pa.types.is_boolean, lambda t: sa.Boolean()),
+    (pa.types.is_integer, lambda t: sa.BigInteger()),
+    (pa.types.is_floating, lambda t: sa.Float()),
+]
+
+
+def table_from_arrow(name: str, schema: pa.Schema, key: tuple[str, ...]) -> sa.Table:
+    """A MINDEX table with the columns of a mirror's Arrow schema, keyed by its natural key, plus
+    ``partition_key`` (the hour of receipt), so a stream mirror and its table can never drift apart."""
+    columns = []
+    for field in schema:
+        kind = next((make(field.type) for test, make in _ARROW_TO_SQL if test(field.type)), sa.Text())
+        if field.name in key and isinstance(kind, sa.Text):
+            kind = sa.String(64)
+        columns.append(sa.Column(field.name, kind, primary_key=field.name in key, autoincrement=False))
+    columns.append(sa.Column("partition_key", sa.String(32), index=True))
+    return sa.Table(name, metadata, *columns)
+
+
+aircraft_states = table_from_arrow("aircraft_states", OPENSKY_STATE_SCHEMA, OPENSKY_NATURAL_KEY)
+vessel_positions = table_from_arrow("vessel_positions", AIS_POSITION_SCHEMA, AIS_NATURAL_KEY)
+vessel_static = table_from_arrow("vessel_static", AIS_STATIC_SCHEMA, AIS_NATURAL_KEY)
+sa.Index("ix_aircraft_states_received", aircraft_states.c.received_at)
+sa.Index("ix_vessel_positions_received", vessel_positions.c.received_at)
+sa.Index("ix_vessel_static_received", vessel_static.c.received_at)
+
+# Every disconnect, silence or refused poll of a collector, with when the stream came back (NULL: still open).
+stream_gaps = sa.Table(
+    "stream_gaps", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("disconnected_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("reconnected_at", sa.DateTime(timezone=True)),
+    sa.Column("seconds", sa.Float),
+    sa.Column("reason", sa.Text),
+    sa.Column("detail", sa.Text),
+    sa.Column("partition_key", sa.String(32)),
+)
+
+# What the rolling-window retention removed, and when: nothing leaves MINDEX without a trace.
+retention_log = sa.Table(
+    "retention_log", metadata,
+    sa.Column("removed_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("dataset", sa.String(64), primary_key=True),
+    sa.Column("partition_key", sa.String(32), primary_key=True),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("cutoff", sa.DateTime(timezone=True)),
+)
+
 VIEWS = {
     # One row per active alert chain, i.e. per live head message: not superseded by a newer message, not a Cancel
     # and not cancelled, present in the latest successful fetch, and not past its end (`ends`, not `expires`) at
@@ -247,6 +305,18 @@ VIEWS = {
         GROUP BY station_id, parameter, unit, DATE(datetime_from)
     """,
     # A GBIF occurrence that republishes an iNaturalist observation we also hold is counted once, as iNat.
+    # The newest state vector per aircraft and the newest position per vessel in the rolling window.
+    "aircraft_latest_states": """
+        SELECT s.* FROM aircraft_states s
+        JOIN (SELECT icao24, MAX(last_contact) AS last_contact FROM aircraft_states GROUP BY icao24) l
+          ON l.icao24 = s.icao24 AND l.last_contact = s.last_contact
+    """,
+    "vessel_latest_positions": """
+        SELECT * FROM (
+            SELECT p.*, ROW_NUMBER() OVER (PARTITION BY p.mmsi ORDER BY p.time_utc DESC, p.message_type) AS rn
+            FROM vessel_positions p
+        ) ranked WHERE rn = 1
+    """,
     "observations_unified": """
         SELECT o.* FROM observations o
         WHERE NOT (

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from mycosoft_assets.quality.rules import (
     CHECK_DESCRIPTIONS,
+    COLLECTOR_GAPS,
     COMPLETENESS,
     FUTURE_SKEW,
     NON_EMPTY,
@@ -233,15 +234,59 @@ def quarantine_check(asset: str, dataset: str, partitions_def: dg.PartitionsDefi
     return _check
 
 
+def recent_gaps(store: PartitionStore, source: str, now: datetime, window_hours: int = 1) -> list[dict[str, Any]]:
+    """Gap records of the spool hours overlapping the last ``window_hours``, with how long each lasted."""
+    from datetime import timedelta
+
+    from mycosoft_assets.streams import gap_seconds, spool_reader
+    from resources.spool import GAP_KIND, hour_of
+
+    reader = spool_reader(store, source)
+    since = now - timedelta(hours=window_hours)
+    hours = {hour_of(since + timedelta(hours=i)) for i in range(window_hours + 1)}
+    gaps = []
+    for hour in sorted(hours & set(reader.hours())):
+        for line in reader.read_hour(hour):
+            if line.get("kind") == GAP_KIND:
+                gap = dict(line["record"])
+                end = gap.get("reconnected_at")
+                if end is None or datetime.fromisoformat(end) >= since:
+                    gaps.append({**gap, "seconds": round(gap_seconds(gap, now), 1)})
+    return gaps
+
+
+def collector_gap_check(asset: str, source: str) -> dg.AssetChecksDefinition:
+    from mycosoft_assets import sla
+
+    @dg.asset_check(asset=asset, name=COLLECTOR_GAPS, description=CHECK_DESCRIPTIONS[COLLECTOR_GAPS])
+    def _check(mirror_store: PartitionStore) -> dg.AssetCheckResult:
+        from mycosoft_assets.streams import collector_health
+
+        now = datetime.now(UTC)
+        limit = sla.sla(source).max_gap
+        gaps = recent_gaps(mirror_store, source, now)
+        too_long = [g for g in gaps if limit is not None and g["seconds"] > limit.total_seconds()]
+        return dg.AssetCheckResult(passed=not too_long, severity=ERROR, metadata={
+            "gaps_last_hour": len(gaps), "longest_gap_s": max((g["seconds"] for g in gaps), default=0.0),
+            "max_gap_s": limit.total_seconds() if limit else "none",
+            "gaps_over_limit": dg.MetadataValue.json(too_long[:EXAMPLES]),
+            **collector_health(mirror_store, source, now)})
+
+    return _check
+
+
 def all_checks() -> list[dg.AssetChecksDefinition]:
     from mycosoft_assets import sla
     from mycosoft_assets.quality.expectations import expectation_checks
 
     mirrors = {"inaturalist_observations": "inaturalist", "inaturalist_taxa": None, "gbif_occurrences": "gbif",
                "gbif_species": None, "nws_alerts": None, "weather_forecasts": None, "openaq_locations": None,
-               "openaq_latest": None, "openaq_measurements": "openaq"}
+               "openaq_latest": None, "openaq_measurements": "openaq", "opensky_state_vectors": "opensky",
+               "aisstream_vessel_positions": "aisstream", "aisstream_vessel_static": "aisstream"}
     checks = [mirror_checks(asset, sla.partitions_def(source) if source else None)
               for asset, source in mirrors.items()]
+    checks += [collector_gap_check(asset, source) for asset, source in (
+        ("opensky_state_vectors", "opensky"), ("aisstream_vessel_positions", "aisstream"))]
     partitioned_source = {"inaturalist_observations": "inaturalist", "gbif_occurrences": "gbif",
                           "openaq_measurements": "openaq"}
     for asset, (dataset, partitioned) in QUARANTINE_SOURCES.items():

@@ -90,6 +90,39 @@ def _measurements(gx: Any) -> list[Any]:
     ]
 
 
+def _aircraft(gx: Any) -> list[Any]:
+    e = gx.expectations
+    return [
+        e.ExpectColumnValuesToNotBeNull(column="icao24"),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["icao24", "last_contact"]),
+        e.ExpectColumnValueLengthsToEqual(column="icao24", value=6),
+        e.ExpectColumnValuesToBeBetween(column="latitude", min_value=-90, max_value=90),
+        e.ExpectColumnValuesToBeBetween(column="longitude", min_value=-180, max_value=180),
+        e.ExpectColumnValuesToNotBeNull(column="received_at"),
+    ]
+
+
+def _vessels(gx: Any) -> list[Any]:
+    e = gx.expectations
+    return [
+        # MMSI is 9-character text, never an integer (leading zeros of base stations and coast stations).
+        e.ExpectColumnValueLengthsToEqual(column="mmsi", value=9),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["mmsi", "message_type", "time_utc_raw"]),
+        e.ExpectColumnValuesToBeBetween(column="latitude", min_value=-90, max_value=90),
+        e.ExpectColumnValuesToBeBetween(column="longitude", min_value=-180, max_value=180),
+        e.ExpectColumnValuesToNotBeNull(column="received_at"),
+    ]
+
+
+def _vessel_static(gx: Any) -> list[Any]:
+    e = gx.expectations
+    return [
+        e.ExpectColumnValueLengthsToEqual(column="mmsi", value=9),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["mmsi", "message_type", "time_utc_raw"]),
+        e.ExpectColumnValuesToNotBeNull(column="received_at"),
+    ]
+
+
 SUITES: dict[str, list[Suite]] = {
     "mindex_inaturalist_observations": [Suite("mindex_observations_inaturalist",
                                               "SELECT * FROM observations WHERE source = 'inaturalist'", _observations,
@@ -109,6 +142,12 @@ SUITES: dict[str, list[Suite]] = {
     ],
     "mindex_air_quality": [Suite("mindex_air_quality_stations", "SELECT * FROM aq_stations", _stations,
                                  "air-quality stations")],
+    "mindex_aircraft_states": [Suite("mindex_aircraft_states", "SELECT * FROM aircraft_states", _aircraft,
+                                     "OpenSky state vectors (flights)")],
+    "mindex_vessel_positions": [Suite("mindex_vessel_positions", "SELECT * FROM vessel_positions", _vessels,
+                                      "AIS vessel positions")],
+    "mindex_vessel_static": [Suite("mindex_vessel_static", "SELECT * FROM vessel_static", _vessel_static,
+                                   "AIS vessel static data")],
     "mindex_air_quality_measurements": [Suite("mindex_air_quality_measurements", "SELECT * FROM aq_measurements",
                                               _measurements, "air-quality measurements")],
 }

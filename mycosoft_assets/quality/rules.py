@@ -16,6 +16,7 @@ VALUE_RANGES = "value_ranges"
 TIMESTAMPS = "timestamps_utc_not_future"
 COMPLETENESS = "completeness"
 QUARANTINED = "quarantined_rows"
+COLLECTOR_GAPS = "collector_gaps"
 
 CHECK_DESCRIPTIONS = {
     NON_EMPTY: "The mirror holds rows (ERROR for sources that are never empty; partitions may be empty).",
@@ -29,6 +30,8 @@ CHECK_DESCRIPTIONS = {
     TIMESTAMPS: "Timestamp columns are UTC and not in the future beyond a small clock skew.",
     COMPLETENESS: "Records fetched vs the total the source reported, where it reports one. Warns.",
     QUARANTINED: "Rows that failed row-level rules at the MINDEX load, kept in `quarantine`. Warns when any.",
+    COLLECTOR_GAPS: "Stream collectors: no disconnect, silence or refused poll in the last hour lasted longer than "
+                    "the SLA table's `max_gap` (an open gap counts until now). Fails with ERROR; not blocking.",
 }
 
 FUTURE_SKEW = timedelta(minutes=10)
@@ -53,10 +56,14 @@ GBIF_COORDINATES = {"decimal_latitude": (-90.0, 90.0), "decimal_longitude": (-18
 
 def rules_for(dataset: str) -> Rules:
     """The declaration for one mirror dataset (schemas are imported lazily to keep this module light)."""
+    from mycosoft_assets.aisstream.normalize import NATURAL_KEY as AIS_KEY
+    from mycosoft_assets.aisstream.normalize import POSITION_SCHEMA, STATIC_SCHEMA
     from mycosoft_assets.gbif.normalize import OCCURRENCE_SCHEMA, SPECIES_SCHEMA
     from mycosoft_assets.inaturalist.normalize import OBSERVATION_SCHEMA, TAXON_SCHEMA
     from mycosoft_assets.nws_alerts.normalize import ALERT_SCHEMA
     from mycosoft_assets.openaq.normalize import LATEST_SCHEMA, LOCATION_SCHEMA, MEASUREMENT_SCHEMA
+    from mycosoft_assets.opensky.normalize import NATURAL_KEY as OPENSKY_KEY
+    from mycosoft_assets.opensky.normalize import STATE_SCHEMA
     from mycosoft_assets.weather.normalize import FORECAST_SCHEMA
 
     table = {
@@ -86,5 +93,18 @@ def rules_for(dataset: str) -> Rules:
             "openaq_measurements", MEASUREMENT_SCHEMA, ("sensor_id", "datetime_from"),
             required=("sensor_id", "datetime_from", "unit"), timestamps=("datetime_from",),
             future_ok=("datetime_to",), ranges={**COORDINATES, "value": (-50.0, 50_000.0)}),
+        # Streams: partitions are hours of receipt; an hour with the collector stopped is legitimately empty.
+        "opensky_state_vectors": Rules(
+            "opensky_state_vectors", STATE_SCHEMA, OPENSKY_KEY, required=("icao24", "received_at"),
+            timestamps=("time_position", "last_contact", "snapshot_time", "received_at"),
+            ranges={**COORDINATES, "velocity": (0.0, 1_200.0), "baro_altitude": (-500.0, 25_000.0),
+                    "geo_altitude": (-500.0, 25_000.0)}),
+        "aisstream_vessel_positions": Rules(
+            "aisstream_vessel_positions", POSITION_SCHEMA, AIS_KEY, required=("mmsi", "message_type", "received_at"),
+            timestamps=("time_utc", "received_at"),
+            ranges={**COORDINATES, "sog": (0.0, 102.2), "cog": (0.0, 359.99), "true_heading": (0, 359)}),
+        "aisstream_vessel_static": Rules(
+            "aisstream_vessel_static", STATIC_SCHEMA, AIS_KEY, required=("mmsi", "message_type", "received_at"),
+            timestamps=("time_utc", "received_at")),
     }
     return table[dataset]

@@ -1,0 +1,146 @@
+"""Resilience sensors: fallback from the cache on API failures only, truthful metadata, healing with versioned run
+keys (case C14), probes that back off. Sensors are evaluated with ``build_sensor_context(cursor=...)`` against a
+real (temporary) instance, on runs executed against the replay server."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mindex.status import collect_status
+from mycosoft_assets.serving import SERVED_FROM_TAG, SOURCE_ERROR_TAG
+from sensors.resilience import (
+    ApiHealth,
+    ResilienceState,
+    contiguous,
+    failure_cause,
+    update_health,
+)
+from sensors.schedules import refresh_tags
+
+
+@pytest.fixture
+def platform(replay, data_dir: Path, tmp_path: Path, monkeypatch):
+    """Definitions pointed at the replay server, a temporary instance, and the iNaturalist sync's tags now."""
+    for source in replay.sources:
+        monkeypatch.setenv(f"{source.upper()}_BASE_URL", replay.base_url(source))
+    monkeypatch.setenv("OPENAQ_API_KEY", "test-key")
+    monkeypatch.setenv("MINDEX_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MINDEX_REQUEST_BUDGET", "off")
+    monkeypatch.setenv("MINDEX_PROBE_INTERVAL_S", "5")
+    from mycosoft_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    with dg.instance_for_test() as instance:
+        yield defs, instance
+
+
+def run(defs, instance, job: str, tags: dict[str, str]) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+
+
+def tick(defs, instance, source: str, cursor: str | None) -> dg.SensorResult:
+    sensor = defs.resolve_sensor_def(f"{source}_resilience")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    return sensor(context)
+
+
+def test_a_run_that_fails_on_the_api_is_served_from_cache_then_healed(platform, replay):
+    defs, instance = platform
+    tags = refresh_tags("inaturalist", datetime.now(UTC), instance)
+    assert run(defs, instance, "inaturalist_sync", tags).success  # live: the cache now holds today's partition
+
+    # First tick: the API answers, nothing failed, nothing to do.
+    first = tick(defs, instance, "inaturalist", None)
+    assert first.run_requests == []
+    state = ResilienceState.load(first.cursor)
+    assert state.health["inaturalist"].state == "up"
+
+    replay.set_fault("inaturalist", "down")
+    failed = run(defs, instance, "inaturalist_sync", tags)
+    assert not failed.success
+    assert failure_cause(instance, failed.run_id).startswith("SourceUnreachable: inaturalist: cannot connect")
+
+    second = tick(defs, instance, "inaturalist", first.cursor)
+    assert len(second.run_requests) == 1
+    fallback = second.run_requests[0]
+    assert fallback.job_name == "inaturalist_fallback"
+    assert fallback.tags[SERVED_FROM_TAG] == "cache"
+    assert "SourceUnreachable" in fallback.tags[SOURCE_ERROR_TAG]
+    assert fallback.run_key == f"fallback:{failed.run_id}:{tags['dagster/asset_partition_range_start']}.." \
+                               f"{tags['dagster/asset_partition_range_end']}"
+    state = ResilienceState.load(second.cursor)
+    assert state.health["inaturalist"].state == "down"
+    assert [c.key for c in state.cached.values()] == [tags["dagster/asset_partition_range_start"]]
+    # The same failed run is never handled twice (the cursor moved in the same evaluation).
+    assert tick(defs, instance, "inaturalist", second.cursor).run_requests == []
+
+    # The fallback run serves MINDEX from the cache and says so; the mirror is not re-materialized.
+    served = run(defs, instance, "inaturalist_fallback", {**fallback.tags})
+    assert served.success
+    metadata = served.asset_materializations_for_node("mindex_inaturalist_observations")[-1].metadata
+    assert metadata["served_from"].value == "cache"
+    assert "SourceUnreachable" in metadata["source_error"].value
+    assert metadata["cached_age_s"].value >= 0
+    assert served.asset_materializations_for_node("inaturalist_observations") == []
+    # `mindex status` says the same while the source is down: MINDEX from cache with its age, the mirror live
+    # but no newer than its last live fetch, and the source's error.
+    status = {row.asset: row for row in collect_status(defs, instance)}
+    served_row, mirror_row = status["mindex_inaturalist_observations"], status["inaturalist_observations"]
+    assert served_row.served_from == "cache" and served_row.cached_age.endswith("s")
+    assert "SourceUnreachable" in served_row.last_error and "SourceUnreachable" in mirror_row.last_error
+    assert mirror_row.served_from == "live" and mirror_row.freshness == "fresh"
+    assert "served_from=cache" in served_row.line()
+
+    # The API comes back: the next probe (due after its backoff) sees it up and a live heal is requested.
+    replay.clear_fault("inaturalist")
+    state = ResilienceState.load(second.cursor)
+    state.health["inaturalist"].next_probe_at = 0
+    healed = tick(defs, instance, "inaturalist", state.dump())
+    assert [r.job_name for r in healed.run_requests] == ["inaturalist_sync"]
+    heal = healed.run_requests[0]
+    version = int(ResilienceState.load(second.cursor).cached[next(iter(state.cached))].since)
+    assert heal.run_key.endswith(f":{version}") and heal.run_key.startswith("heal:inaturalist_sync:")
+    assert tick(defs, instance, "inaturalist", healed.cursor).run_requests == []  # requested once
+    assert run(defs, instance, "inaturalist_sync", heal.tags).success
+    after_tick = tick(defs, instance, "inaturalist", healed.cursor)
+    assert ResilienceState.load(after_tick.cursor).cached == {}
+    status = {row.asset: row for row in collect_status(defs, instance)}
+    assert status["mindex_inaturalist_observations"].served_from == "live"
+    assert status["mindex_inaturalist_observations"].cached_age == "-"
+    assert status["mindex_inaturalist_observations"].last_error == "-"
+
+    # A later outage of the same partition is served and healed again: a new data version, a new run key (C14).
+    replay.set_fault("inaturalist", "down")
+    again = run(defs, instance, "inaturalist_sync", tags)
+    replay.clear_fault("inaturalist")
+    state = ResilienceState.load(tick(defs, instance, "inaturalist", after_tick.cursor).cursor)
+    state.health["inaturalist"].next_probe_at = 0
+    reheal = tick(defs, instance, "inaturalist", state.dump()).run_requests
+    assert [r.job_name for r in reheal] == ["inaturalist_sync"] and reheal[0].run_key != heal.run_key
+    assert again.run_id not in reheal[0].run_key and reheal[0].run_key.startswith("heal:inaturalist_sync:")
+
+
+def test_probes_back_off_while_down_and_wait_out_a_rate_limit():
+    health = ApiHealth()
+    down = ("down", 3.0, "SourceUnreachable: refused", None)
+    waits = []
+    now = 1000.0
+    for _ in range(5):
+        update_health(health, down, now, interval=30)
+        waits.append(health.next_probe_at - now)
+    assert waits == [30, 60, 120, 120, 120]  # doubles, capped at 4x: never hammers a down API
+    assert update_health(health, ("up", 2.0, None, None), now, interval=30)
+    assert health.state == "up" and health.failures == 0 and health.next_probe_at == now + 30
+    update_health(health, ("rate_limited", 2.0, "429", 3600.0), now, interval=30)
+    assert health.next_probe_at == now + 3600  # Retry-After wins over the probe interval
+
+
+def test_fallback_ranges_are_contiguous():
+    ordered = ["a", "b", "c", "d", "e"]
+    assert contiguous(["e", "a", "b", "d"], ordered) == [["a", "b"], ["d", "e"]]
+    assert json.loads(ResilienceState().dump())["cached"] == {}
