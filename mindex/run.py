@@ -80,10 +80,12 @@ def run_main_job(replay_dir: str | None = None, out=sys.stdout) -> int:
             print(f"replay: {source} answered at {replay.base_url(source)}", file=out)
         ais_replay = AisReplayServer(Path(replay_dir)).start()
         os.environ["AISSTREAM_URL"] = ais_replay.url
-        os.environ.setdefault("AISSTREAM_API_KEY", "replay-key")
         print(f"replay: aisstream streamed at {ais_replay.url}", file=out)
-        # The replay server wants a key like the real OpenAQ, but any non-empty one; never a real secret here.
-        os.environ.setdefault("OPENAQ_API_KEY", "replay-key")
+        # The replay servers want keys like the real APIs, but any non-empty one: a real secret exported in this
+        # shell is never sent to them, and OpenSky polls anonymously (its token URL is the real auth server).
+        os.environ.update(OPENAQ_API_KEY="replay-key", AISSTREAM_API_KEY="replay-key")
+        for name in ("OPENSKY_CLIENT_ID", "OPENSKY_CLIENT_SECRET"):
+            os.environ.pop(name, None)
         # A loopback server has no quota: don't pace requests to the real APIs' limits.
         os.environ.setdefault("MINDEX_REQUEST_BUDGET", "off")
         collectors = start_replay_collectors(out)

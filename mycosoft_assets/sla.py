@@ -106,10 +106,11 @@ SLA_TABLE: dict[str, SourceSLA] = {
         SourceSLA(
             source="opensky",
             description="OpenSky: aircraft state vectors, rolling 24 h",
-            # Anonymous global polling is every 864 s (400 credits/day at 4 credits a call); compaction adds up to
-            # 5 min. A bbox or credentials poll far more often; the windows hold for the slowest case.
-            sla=timedelta(minutes=20),
-            warn_after=timedelta(minutes=10),
+            # Anonymous global polling is every 864 s (400 credits/day at 4 credits a call) and compaction adds up
+            # to 5 min, so a healthy default collector's data is up to ~20 min old: warn after 22, fail after 30.
+            # A bbox or credentials poll far more often; the windows hold for the slowest case.
+            sla=timedelta(minutes=30),
+            warn_after=timedelta(minutes=22),
             partitioning="hourly",
             history_start="2026-01-01-00:00",
             refresh_cron="*/5 * * * *",

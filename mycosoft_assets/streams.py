@@ -182,14 +182,19 @@ def collector_health(store: PartitionStore, source: str, now: datetime | None = 
         return {"collector_status": "never started", "collector_heartbeat_at": "never"}
     at = datetime.fromisoformat(beat["at"])
     age = (now - at).total_seconds()
-    stale_after = sla.sla(source).warn_after.total_seconds()
+    # A poller writes its heartbeat once per poll (anonymous global OpenSky: every 864 s, or after a 429's wait):
+    # it is alive until a minute past the poll it announced, and never judged on less than the warn window.
+    alive_for = sla.sla(source).warn_after.total_seconds()
+    if beat.get("next_poll_at"):
+        alive_for = max(alive_for, (datetime.fromisoformat(beat["next_poll_at"]) - at).total_seconds() + 60)
+    stopped = bool(beat.get("stopped")) or beat.get("state") in ("stopped", "failed")
     health: dict[str, Any] = {
-        "collector_status": "running" if age <= stale_after and not beat.get("stopped") else "stopped",
+        "collector_status": "stopped" if stopped or age > alive_for else "running",
         "collector_heartbeat_at": beat["at"],
         "collector_heartbeat_age_s": round(age, 1),
     }
-    for name in ("last_message_at", "last_success_at", "last_poll_at", "reconnects", "gaps", "last_error",
-                 "connected", "messages"):
+    for name in ("last_message_at", "last_success_at", "last_poll_at", "reconnects", "gaps", "gap_open_since",
+                 "last_error", "connected", "messages", "state"):
         if beat.get(name) is not None:
             health[f"collector_{name}"] = beat[name] if isinstance(beat[name], (int, float, bool)) else str(beat[name])
     return health
@@ -295,6 +300,7 @@ def build_stream_mindex(dataset: StreamDataset, table_name: str, asset_name: str
     """The MINDEX table of one stream dataset: each hour replaced as a unit from its Parquet partition, the
     hour's collector gaps in ``stream_gaps``, and rows past the rolling window deleted and logged."""
     from mycosoft_assets.mindex import schema
+    from mycosoft_assets.quality import quarantine
     from resources.mindex_db import MindexDatabase, upsert
 
     table = schema.metadata.tables[table_name]
@@ -310,20 +316,24 @@ def build_stream_mindex(dataset: StreamDataset, table_name: str, asset_name: str
         schema.ensure_schema(mindex_db.engine)
         now = datetime.now(UTC)
         cutoff = retention_cutoff(dataset.source, now)
-        loaded = 0
+        loaded = quarantined = 0
         with mindex_db.engine.begin() as conn:
             for key in context.partition_keys:
                 conn.execute(table.delete().where(table.c.partition_key == key))
-                rows = 0
+                rows = set_aside = 0
                 if mirror_store.manifest(dataset.name, key) is not None:
                     for batch in mirror_store.read_batches(dataset.name, key):
                         records = [{**r, "partition_key": key} for r in batch.to_pylist()]
+                        good, bad = quarantine.split(table_name, records, now)
+                        set_aside += quarantine.store(conn, dataset.name, key, dataset.natural_key, bad, good)
                         # A poll straddling an hour boundary lands a state in two hours: one row, the later hour.
-                        upsert(conn, table, records, list(dataset.natural_key))
-                        rows += len(records)
+                        upsert(conn, table, good, list(dataset.natural_key))
+                        rows += len(good)
                 gaps = load_gaps(conn, mirror_store, dataset.source, key, now)
                 loaded += rows
-                context.add_asset_metadata({"dagster/row_count": rows, "gaps": gaps}, partition_key=key)
+                quarantined += set_aside
+                context.add_asset_metadata({"dagster/row_count": rows, "gaps": gaps, "quarantined": set_aside},
+                                           partition_key=key)
             removed: list[dict[str, Any]] = []
             if cutoff is not None:
                 stale = conn.execute(sa.select(table.c.partition_key, sa.func.count()).where(
@@ -339,7 +349,7 @@ def build_stream_mindex(dataset: StreamDataset, table_name: str, asset_name: str
             held = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0
             oldest = conn.execute(sa.select(sa.func.min(table.c.received_at))).scalar()
         return dg.MaterializeResult(metadata={
-            "run_row_count": loaded, "table_rows": held,
+            "run_row_count": loaded, "table_rows": held, "quarantined": quarantined,
             "oldest_received_at": str(oldest) if oldest else "none",
             "retention_cutoff": cutoff.isoformat() if cutoff else "none",
             "rows_removed_by_retention": sum(r["rows"] for r in removed),

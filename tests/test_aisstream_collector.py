@@ -144,7 +144,7 @@ def test_server_closes_a_client_that_does_not_subscribe():
     assert code == 1008
 
 
-def test_bad_api_key_gets_error_frame_and_backs_off(tmp_path):
+def test_bad_api_key_gets_error_frame_and_stops(tmp_path):
     delays: list[float] = []
 
     with AisReplayServer(FIXTURES, api_keys={"the-good-key"}) as server:
@@ -162,12 +162,13 @@ def test_bad_api_key_gets_error_frame_and_backs_off(tmp_path):
 
         stats = asyncio.run(scenario())
         reasons = [c.closed_reason for c in server.connections]
-    assert stats.server_errors == 4 and stats.messages == 0
-    assert reasons == [f"error: {API_KEY_ERROR}"] * 4
-    assert delays == [1.0, 2.0, 4.0, 8.0]
+    # A rejected key stops the collector at once: retrying cannot help (and looks like a retry storm).
+    assert stats.server_errors == 1 and stats.messages == 0 and delays == []
+    assert reasons == [f"error: {API_KEY_ERROR}"]
+    assert stats.stop_reason == f"fatal: {API_KEY_ERROR}"
     gaps = [line["record"] for line in _lines(tmp_path) if line["kind"] == "gap"]
     assert len(gaps) == 1 and gaps[0]["reconnected_at"] is None  # still open at shutdown
-    assert gaps[0]["reason"] == "server_error" and gaps[0]["error"] == API_KEY_ERROR and gaps[0]["attempts"] == 3
+    assert gaps[0]["reason"] == "server_error" and gaps[0]["error"] == API_KEY_ERROR
     spool_text = "".join(p.read_text() for p in tmp_path.rglob("*.json*"))
     assert "a-bad-key" not in spool_text
 
@@ -207,6 +208,29 @@ def test_backoff_grows_is_capped_and_never_zero_when_server_down(tmp_path):
                       zip([0.5, 0.25, 0.75, 0.1, 0.9, 0.6, 0.3, 0.8, 0.2, 0.4], caps, strict=True)]
     gaps = [line["record"] for line in _lines(tmp_path) if line["kind"] == "gap"]
     assert all(g["reason"] == "connect_failed" and g["reconnected_at"] is None for g in gaps)
+
+
+def test_a_server_that_drops_every_socket_after_one_message_still_sees_the_backoff_grow(tmp_path):
+    delays: list[float] = []
+    with AisReplayServer(FIXTURES, rate_per_s=None) as server:
+        server.disconnect_after(1)
+
+        async def scenario():
+            stop = asyncio.Event()
+
+            async def fake_sleep(seconds: float) -> None:
+                delays.append(seconds)
+                server.disconnect_after(1)  # the next connection too: one message, then 1006
+                if len(delays) >= 5:
+                    stop.set()
+
+            config = _fast_config(server.url, backoff_base_s=1.0, backoff_max_s=60.0)
+            return await run_collector(config, SpoolWriter(tmp_path, "aisstream"), sleep=fake_sleep,
+                                       rng=lambda: 1.0, stop_event=stop)
+
+        stats = asyncio.run(scenario())
+    # Each connection delivered a message but none stayed up for stable_after_s: no reset, no reconnect storm.
+    assert stats.messages == 5 and delays == [1.0, 2.0, 4.0, 8.0, 16.0]
 
 
 def test_rejected_connections_back_off_then_reset_after_messages(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +388,46 @@ def test_oauth_token_cached_refreshed_and_secret_never_leaks(sky: ReplayServer, 
         if path.is_file():
             text = path.read_text()
             assert SECRET not in text and "replay-" not in text and "Bearer" not in text
+
+
+@pytest.mark.parametrize("fault, params, reason", [
+    ("html_error", {"count": 1}, "blocked_by_edge"),  # an edge's HTML 403: it may pass, back off
+    ("problem_json", {"status": 503, "count": 3}, "error"),  # a 5xx as problem+json: an outage too
+])
+def test_collector_backs_off_on_passing_refusals(sky: ReplayServer, tmp_path: Path, fault: str, params: dict,
+                                                 reason: str) -> None:
+    clock = FakeClock()
+    sky.set_fault("opensky", fault, **params)
+    stats = run_collector(CollectorConfig(bbox=DENVER_BBOX), _client(sky, clock), _spool(tmp_path, clock),
+                          clock=clock, sleep=clock.sleep, stop_after_polls=2)
+    assert stats.stopped_by == "polls" and stats.errors == 1 and stats.batches == 1 and stats.gaps == 1
+    gap = next(line["record"] for line in _spooled(tmp_path) if line["kind"] == "gap")
+    assert gap["reconnected_at"] is not None and gap["last_error"] in (reason, "server_error")
+
+
+def test_collector_stops_on_a_4xx_problem(sky: ReplayServer, tmp_path: Path) -> None:
+    clock = FakeClock()
+    sky.set_fault("opensky", "problem_json", status=400, count=1)
+    stats = run_collector(CollectorConfig(bbox=DENVER_BBOX), _client(sky, clock), _spool(tmp_path, clock),
+                          clock=clock, sleep=clock.sleep, stop_after_polls=3)
+    assert stats.stopped_by == "fatal" and stats.polls == 1 and stats.batches == 0
+    assert "HTTP 400" in stats.fatal_error
+    beat = SpoolReader(tmp_path, "opensky").heartbeat()
+    assert beat["state"] == "failed"
+
+
+def test_a_poller_is_running_until_a_minute_past_its_announced_poll(tmp_path: Path) -> None:
+    from mycosoft_assets.streams import collector_health
+    from resources.storage import PartitionStore
+
+    store = PartitionStore(data_dir=str(tmp_path))
+    now = datetime.now(UTC)
+    beat_at = now - timedelta(minutes=40)  # far older than the warn window (22 min): but it announced a long wait
+    clock = FakeClock(beat_at.timestamp())
+    spool = _spool(tmp_path, clock)
+    spool.heartbeat(state="rate_limited", next_poll_at=(beat_at + timedelta(hours=1)).isoformat())
+    assert collector_health(store, "opensky", now)["collector_status"] == "running"
+    late = beat_at + timedelta(hours=1, minutes=2)
+    assert collector_health(store, "opensky", late)["collector_status"] == "stopped"
+    spool.heartbeat(state="stopped", next_poll_at=None)  # said goodbye: stopped at once
+    assert collector_health(store, "opensky", beat_at + timedelta(seconds=1))["collector_status"] == "stopped"

@@ -155,3 +155,43 @@ def test_a_gap_longer_than_the_sla_max_fails_the_collector_check(data_dir, tmp_p
     short_dir = tmp_path / "short"
     short_dir.mkdir()
     assert _gap_check_result(short_dir, seconds=30).passed
+
+
+def test_an_outage_still_in_progress_fails_the_collector_check(data_dir):
+    """No gap record yet (it is written when the stream comes back): the heartbeat's open gap counts until now."""
+    now = datetime.now(UTC)
+    writer = SpoolWriter(data_dir, "aisstream")
+    writer.heartbeat(connected=False, gap_open=True, gap_open_since=(now - timedelta(minutes=5)).isoformat())
+    check = collector_gap_check("aisstream_vessel_positions", "aisstream")
+    result = check(dg.build_asset_check_context(), mirror_store=PartitionStore(data_dir=str(data_dir)))
+    assert not result.passed and result.metadata["longest_gap_s"].value >= 300
+    assert result.metadata["gaps_over_limit"].value[0]["reason"] == "open: the stream has not come back yet"
+
+    writer.heartbeat(connected=True, gap_open=False, gap_open_since=None)  # back, and no gap over the limit
+    assert check(dg.build_asset_check_context(), mirror_store=PartitionStore(data_dir=str(data_dir))).passed
+
+
+def test_a_position_without_its_time_is_quarantined_not_loaded(fixtures_dir, data_dir):
+    """The dedup key includes MetaData.time_utc; a message without it cannot be told from its replays, so it is
+    kept in `quarantine` with the rule (case C10's first example has no time at all), never silently dropped."""
+    from mycosoft_assets.aisstream.normalize import load_recorded_envelopes
+
+    now = datetime.now(UTC)
+    envelopes = [e for e in load_recorded_envelopes(fixtures_dir) if e["MessageType"] == "PositionReport"][:20]
+    timeless = copy.deepcopy(envelopes[0])
+    del timeless["MetaData"]["time_utc"]
+    timeless["MetaData"]["MMSI"] = 211000001
+    writer = SpoolWriter(data_dir, "aisstream")
+    for envelope in [*envelopes, timeless]:
+        writer.append("message", envelope, received_at=now)
+    writer.flush()
+    result = dg.materialize([aisstream_vessel_positions, mindex_vessel_positions], resources=resources(data_dir),
+                            partition_key=key_of(now))
+    assert result.success
+    loaded = result.asset_materializations_for_node("mindex_vessel_positions")
+    assert loaded[-1].metadata["quarantined"].value == 1
+    assert rows(data_dir, "SELECT COUNT(*) FROM vessel_positions WHERE time_utc_raw IS NULL") == [(0,)]
+    assert rows(data_dir, "SELECT COUNT(*) FROM vessel_positions") == [(len({
+        (e["MetaData"]["MMSI"], e["MetaData"]["time_utc"]) for e in envelopes}),)]
+    held = rows(data_dir, "SELECT dataset, rule, natural_key FROM quarantine")
+    assert held == [("aisstream_vessel_positions", "missing_time_utc", "211000001|PositionReport|None")]

@@ -5,7 +5,8 @@
 
 Every frame is landed as received: a JSON object as ``kind = "message"`` (the raw envelope, unchanged), anything
 else as ``kind = "malformed"`` (kept and flagged, never dropped). An ``{"error": ...}`` frame from the service
-(bad key or subscription) is logged and ends the connection like a disconnect. Normalizing and deduplication on
+(a bad subscription) is logged and ends the connection like a disconnect; a rejected API key stops the collector
+(exit 1), since retrying cannot help. Normalizing and deduplication on
 ``(mmsi, message_type, time_utc_raw)`` happen downstream (``mycosoft_assets.aisstream.normalize``).
 
 Connection discipline:
@@ -15,7 +16,8 @@ Connection discipline:
 * an idle watchdog closes and reconnects after ``idle_timeout_s`` without any frame (aisstream/issues#179, #258);
 * after every disconnect the spool is flushed, then the collector sleeps ``max(backoff_min_s, rng() * min(max,
   base * 2**failures))`` (exponential backoff, full jitter, never a tight loop; aisstream/issues#291). ``failures``
-  resets once a connection delivers a frame;
+  resets once a connection has delivered frames for ``stable_after_s`` (30 s), so a server that drops every
+  socket after one message still sees reconnects slow down;
 * a gap is one outage: it opens at the first disconnect (for ``idle``, at the last frame received) and is written
   with ``spool.record_gap`` once a new connection delivers its first frame, with ``reconnected_at`` = when that
   connection's subscription was sent. Failed attempts in between count in ``attempts``. A gap still open at
@@ -87,6 +89,9 @@ class AisCollectorConfig:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     backoff_min_s: float = 0.05
+    # The backoff resets only after a connection has delivered frames this long: a server that drops every
+    # socket right after its first message still sees reconnects slow down (aisstream/issues#291).
+    stable_after_s: float = 30.0
     batch_size: int = 500  # used by collect_main to build the SpoolWriter
     max_batch_seconds: float = 2.0
     heartbeat_every_s: float = 10.0
@@ -189,6 +194,7 @@ class _Collector:
         self.gap: _Gap | None = None
         self.connected = False
         self.failures = 0
+        self.delivering_since: float | None = None  # loop time of this connection's first frame
         self.loop = asyncio.get_running_loop()
         self._stop_task: asyncio.Future[Any] | None = None
 
@@ -204,6 +210,15 @@ class _Collector:
                     await self._session(subscription)
                 except _Disconnected as exc:
                     self._on_disconnect(exc)
+                    if exc.reason == "server_error" and is_key_rejection(exc.error):
+                        # Retrying a rejected key cannot help and looks like a retry storm to the service.
+                        log.error("aisstream: stopping: the service rejected the API key (%s)", exc.error)
+                        self.stats.stop_reason = f"fatal: {exc.error}"
+                        break
+                if self.delivering_since is not None:
+                    if self.loop.time() - self.delivering_since >= self.config.stable_after_s:
+                        self.failures = 0  # that connection was stable: start the backoff over
+                    self.delivering_since = None
                 if self.stop.is_set():
                     break
                 delay = self.config.backoff_delay(self.failures, self.rng)
@@ -251,7 +266,9 @@ class _Collector:
         self.spool.heartbeat(
             last_message_at=self.stats.last_message_at.isoformat() if self.stats.last_message_at else None,
             connected=self.connected, reconnects=self.stats.reconnects, gaps=self.stats.gaps,
-            gap_open=self.gap is not None, messages=self.stats.messages, malformed=self.stats.malformed,
+            gap_open=self.gap is not None,
+            gap_open_since=self.gap.disconnected_at.isoformat() if self.gap is not None else None,
+            messages=self.stats.messages, malformed=self.stats.malformed,
             connect_failures=self.stats.connect_failures, **extra)
 
     # ---- one connection ---------------------------------------------------------------------------------
@@ -321,7 +338,7 @@ class _Collector:
                     raise _Disconnected("server_error", error=error)
                 if not delivered:
                     delivered = True
-                    self.failures = 0  # this connection works: reset the backoff
+                    self.delivering_since = self.loop.time()
                     if self.gap is not None:
                         self._write_gap(subscribed_at)
                 limit = self.config.stop_after_messages
@@ -464,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_key_rejection(error: str | None) -> bool:
+    """AISStream answers a bad or missing key with ``{"error": "Api Key Is Not Valid"}``."""
+    return bool(error) and "api key" in error.lower()
+
+
 def collect_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -483,7 +505,7 @@ def collect_main(argv: list[str] | None = None) -> int:
     log.info("aisstream collector: %s -> %s", config.url, spool.dir)
     stats = asyncio.run(run_collector(config, spool, handle_signals=True))
     print(json.dumps(stats.summary(), default=str))
-    return 0
+    return 1 if (stats.stop_reason or "").startswith("fatal") else 0
 
 
 if __name__ == "__main__":

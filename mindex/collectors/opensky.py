@@ -45,7 +45,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mycosoft_assets.settings import DEFAULT_DATA_DIR
-from resources.errors import ApiError, BadPayload, RateLimited, ServerError, SourceUnreachable
+from resources.errors import (
+    ApiError,
+    BadPayload,
+    BlockedByEdge,
+    ProblemDetail,
+    RateLimited,
+    ServerError,
+    SourceUnreachable,
+)
 from resources.opensky import OpenSkyClient, credits_per_call, poll_interval_s, states_params, validate_bbox
 from resources.spool import SpoolWriter
 
@@ -103,6 +111,14 @@ def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
+def passes(error: ApiError) -> bool:
+    """Whether a failed poll may succeed later without anyone changing anything: outages, 5xx (also as
+    problem+json), bad payloads and an edge's HTML refusal back off; rejected credentials and 4xx stop."""
+    if isinstance(error, ProblemDetail):
+        return (error.status or 0) >= 500
+    return error.transient or isinstance(error, BlockedByEdge)
+
+
 def _reason(error: ApiError) -> str:
     if isinstance(error, RateLimited):
         return "rate_limited"
@@ -112,6 +128,8 @@ def _reason(error: ApiError) -> str:
         return "server_error"
     if isinstance(error, BadPayload):
         return "bad_payload"
+    if isinstance(error, BlockedByEdge):
+        return "blocked_by_edge"
     return "error"
 
 
@@ -187,10 +205,18 @@ def run_collector(config: CollectorConfig, client: OpenSkyClient, spool: SpoolWr
             next_poll = clock() + retry_after  # exactly the server's wait, from when it answered
             log.warning("opensky: rate limited; waiting %.0f s as the server asked", retry_after)
             heartbeat(state="rate_limited", last_poll_at=_iso(polled_at), last_error=f"rate_limited: {error}",
-                      rate_limited_until=_iso(next_poll), next_poll_at=_iso(next_poll))
+                      rate_limited_until=_iso(next_poll), next_poll_at=_iso(next_poll),
+                      gap_open_since=_iso(gap["start"]))
             pause(max(0.0, next_poll - clock()))
             continue
-        except (SourceUnreachable, ServerError, BadPayload) as error:
+        except ApiError as error:
+            if not passes(error):  # credentials rejected, our own bad request: retrying cannot help
+                stats.errors += 1
+                stats.fatal_error = str(error)
+                log.error("opensky: stopping: %s", error)
+                heartbeat(state="failed", last_poll_at=_iso(polled_at), last_error=str(error), next_poll_at=None)
+                reason = "fatal"
+                break
             stats.errors += 1
             failures += 1
             if gap is None:
@@ -202,15 +228,8 @@ def run_collector(config: CollectorConfig, client: OpenSkyClient, spool: SpoolWr
             next_poll = polled_at + delay
             log.warning("opensky: poll failed (%s); next try in %.0f s", error, delay)
             heartbeat(state="backoff", last_poll_at=_iso(polled_at), last_error=str(error),
-                      next_poll_at=_iso(next_poll))
+                      next_poll_at=_iso(next_poll), gap_open_since=_iso(gap["start"]))
             continue
-        except ApiError as error:  # AuthError (credentials rejected), bad request: retrying cannot help
-            stats.errors += 1
-            stats.fatal_error = str(error)
-            log.error("opensky: stopping: %s", error)
-            heartbeat(state="failed", last_poll_at=_iso(polled_at), last_error=str(error), next_poll_at=None)
-            reason = "fatal"
-            break
         received = clock()
         received_dt = datetime.fromtimestamp(received, UTC)
         if gap is not None:
@@ -227,7 +246,7 @@ def run_collector(config: CollectorConfig, client: OpenSkyClient, spool: SpoolWr
         heartbeat(state="polling", last_poll_at=_iso(polled_at), last_success_at=received_dt.isoformat(),
                   last_error=None, credits_used_today=beat["credits_used_today"] + meta.credits,
                   rate_limit_remaining=meta.rate_limit_remaining, rate_limited_until=None,
-                  next_poll_at=_iso(next_poll), last_states=meta.states_count)
+                  next_poll_at=_iso(next_poll), last_states=meta.states_count, gap_open_since=None)
     if gap is not None:  # stopped while paused: keep the pause on record, still open
         spool.record_gap(datetime.fromtimestamp(gap["start"], UTC), None, gap["reason"], **gap["detail"])
         stats.gaps += 1

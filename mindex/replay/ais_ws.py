@@ -32,6 +32,10 @@ Fault injection (thread-safe, callable from any thread):
 * ``malformed(n)``: send ``n`` non-JSON text frames before the next messages;
 * ``reject_next(n)``: drop the next ``n`` connections right after the websocket open;
 * ``set_rate(r)``: messages per second (``None`` or 0 = as fast as possible).
+
+People switch the same faults over HTTP on the websocket's port (``GET /_replay/fault?disconnect_after=100``,
+``?silence=30``, ``?malformed=2``, ``?reject=3``, ``?rate=5``, ``?clear=1``; ``GET /_replay/status``), or with
+``mindex replay --ais-fault disconnect_after=100``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qsl
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -56,6 +61,7 @@ from mycosoft_assets.aisstream.normalize import load_recorded_envelopes, mmsi_te
 log = logging.getLogger("mindex.replay.ais")
 
 STREAM_PATH = "/v0/stream"
+CONTROL_PATH = "/_replay"  # GET /_replay/status, GET /_replay/fault?disconnect_after=100 (see apply_faults)
 SUBSCRIBE_TIMEOUT_S = 3.0
 API_KEY_ERROR = "Api Key Is Not Valid"
 MALFORMED_FRAME = "{not json: truncated AIS frame"
@@ -213,11 +219,33 @@ class AisReplayServer:
             server.close(close_connections=True)
             await server.wait_closed()
 
-    @staticmethod
-    def _check_path(connection: ServerConnection, request: Any) -> Any:
-        if request.path.split("?")[0] != STREAM_PATH:
+    def _check_path(self, connection: ServerConnection, request: Any) -> Any:
+        path, _, query = request.path.partition("?")
+        if path == CONTROL_PATH + "/status":
+            return connection.respond(200, json.dumps(self.status()) + "\n")
+        if path == CONTROL_PATH + "/fault":
+            try:
+                self.apply_faults(dict(parse_qsl(query)))
+            except (KeyError, ValueError) as exc:
+                return connection.respond(400, f"{exc}\n")
+            return connection.respond(200, json.dumps(self.status()) + "\n")
+        if path != STREAM_PATH:
             return connection.respond(404, "Not Found\n")
         return None
+
+    def apply_faults(self, faults: dict[str, str]) -> None:
+        """Faults by name, as ``mindex replay --fault aisstream=...`` and ``GET /_replay/fault?...`` give them:
+        ``disconnect_after=N``, ``silence=SECONDS``, ``malformed=N``, ``reject=N``, ``rate=PER_S`` (0: unlimited),
+        ``clear`` (any value). The websocket server speaks HTTP only for GET, hence a query string."""
+        actions = {"disconnect_after": lambda v: self.disconnect_after(int(v)),
+                   "silence": lambda v: self.silence(float(v)), "malformed": lambda v: self.malformed(int(v)),
+                   "reject": lambda v: self.reject_next(int(v)), "rate": lambda v: self.set_rate(float(v) or None),
+                   "clear": lambda v: self.clear_faults()}
+        unknown = sorted(set(faults) - set(actions))
+        if unknown:
+            raise KeyError(f"unknown AIS fault(s) {unknown}; choose from {sorted(actions)}")
+        for name, value in faults.items():
+            actions[name](value)
 
     # ---- fault injection (any thread) ---------------------------------------------------------------------
     def disconnect_after(self, n_messages: int) -> None:
@@ -268,7 +296,10 @@ class AisReplayServer:
         with self._lock:
             return {"url": self.url if self.port else None, "envelopes": len(self.envelopes),
                     "cursor": self._cursor, "loops": self._loops, "served": len(self._served),
-                    "connections": len(self.connections), "rate_per_s": self._rate}
+                    "connections": len(self.connections), "rate_per_s": self._rate,
+                    "faults": {"disconnect_after": self._drop_after, "malformed_pending": self._malformed_pending,
+                               "reject_pending": self._reject_pending,
+                               "silent_for_s": round(max(0.0, self._silent_until - time.monotonic()), 1)}}
 
     # ---- the connection handler ---------------------------------------------------------------------------
     async def _handler(self, ws: ServerConnection) -> None:

@@ -90,7 +90,8 @@ def parse_fault(text: str) -> tuple[str, str, dict[str, Any]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mindex replay",
-        description="Serve the real iNaturalist v1 / GBIF v1 API paths on loopback from recorded responses.",
+        description="Serve the real API paths (iNaturalist, GBIF, NWS, Open-Meteo, OpenAQ, OpenSky) and the AISStream "
+                    "websocket on loopback from recorded responses, with fault injection.",
     )
     parser.add_argument(
         "--fixtures",
@@ -129,12 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help=(
-            "serve only these sources (repeatable; default: gbif and inaturalist; 'all' = every source with "
-            "fixtures, including nws, open_meteo and openaq)"
+            "serve only these sources (repeatable; default and 'all': every source with a recording: "
+            "inaturalist, gbif, nws, open_meteo, openaq, opensky, and the aisstream websocket)"
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--ais-rate", type=float, default=50.0, metavar="PER_S",
+                        help="AIS websocket: messages per second (0 = as fast as possible; default 50)")
+    parser.add_argument("--ais-fault", action="append", default=[], metavar="NAME=VALUE",
+                        type=lambda text: _assignment(text, "--ais-fault"),
+                        help="AIS websocket fault (repeatable): disconnect_after=N (close 1006), silence=SECONDS, "
+                             "malformed=N, reject=N, rate=PER_S; also GET /_replay/fault?NAME=VALUE on its port")
     return parser
+
+
+def wants_ais(sources: list[str] | None, fixtures: Path) -> bool:
+    """The AIS websocket is served beside the HTTP sources when its recording is there and it is not excluded."""
+    chosen = sources is None or "all" in sources or "aisstream" in sources
+    return chosen and (fixtures / "aisstream").is_dir()
 
 
 def main(argv: list[str] | None = None, stop_event: threading.Event | None = None) -> int:
@@ -147,6 +160,14 @@ def main(argv: list[str] | None = None, stop_event: threading.Event | None = Non
         )
         for source, kind, params in args.fault:
             server.set_fault(source, kind, **params)
+        ais = None
+        if wants_ais(args.source, fixtures):
+            from mindex.replay.ais_ws import AisReplayServer
+
+            ais = AisReplayServer(fixtures, host=args.host, rate_per_s=args.ais_rate or None)
+            ais.apply_faults(dict(args.ais_fault))
+        elif args.ais_fault:
+            raise ValueError("--ais-fault given, but the AIS websocket is not served")
     except (OSError, ValueError, KeyError, TypeError) as err:
         print(f"mindex replay: {err}", file=sys.stderr)
         return 2
@@ -160,6 +181,11 @@ def main(argv: list[str] | None = None, stop_event: threading.Event | None = Non
         server.start()
         for source in server.sources:
             print(f"{source.upper()}_BASE_URL={server.base_url(source)}", flush=True)
+        if ais is not None:
+            ais.start()
+            print(f"AISSTREAM_URL={ais.url}", flush=True)
+            print(f"replay aisstream: {len(ais.envelopes)} envelopes at {args.ais_rate or 'max'}/s, "
+                  f"faults {ais.status()['faults']}; control at GET /_replay/fault?NAME=VALUE", file=sys.stderr)
         for source in server.sources:
             status = server.status(source)
             print(
@@ -173,6 +199,8 @@ def main(argv: list[str] | None = None, stop_event: threading.Event | None = Non
             pass
     finally:
         server.stop()
+        if ais is not None:
+            ais.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0

@@ -304,19 +304,22 @@ VIEWS = {
         FROM aq_measurements
         GROUP BY station_id, parameter, unit, DATE(datetime_from)
     """,
-    # A GBIF occurrence that republishes an iNaturalist observation we also hold is counted once, as iNat.
     # The newest state vector per aircraft and the newest position per vessel in the rolling window.
     "aircraft_latest_states": """
         SELECT s.* FROM aircraft_states s
         JOIN (SELECT icao24, MAX(last_contact) AS last_contact FROM aircraft_states GROUP BY icao24) l
           ON l.icao24 = s.icao24 AND l.last_contact = s.last_contact
     """,
-    "vessel_latest_positions": """
-        SELECT * FROM (
-            SELECT p.*, ROW_NUMBER() OVER (PARTITION BY p.mmsi ORDER BY p.time_utc DESC, p.message_type) AS rn
+    # NULL times last on every database (PostgreSQL sorts NULLs first in DESC, SQLite last); the table's own
+    # columns only, no ranking column.
+    "vessel_latest_positions": f"""
+        SELECT {", ".join(c.name for c in vessel_positions.columns)} FROM (
+            SELECT p.*, ROW_NUMBER() OVER (PARTITION BY p.mmsi ORDER BY CASE WHEN p.time_utc IS NULL THEN 1 ELSE 0 END,
+                                           p.time_utc DESC, p.message_type) AS rn
             FROM vessel_positions p
         ) ranked WHERE rn = 1
     """,
+    # A GBIF occurrence that republishes an iNaturalist observation we also hold is counted once, as iNat.
     "observations_unified": """
         SELECT o.* FROM observations o
         WHERE NOT (

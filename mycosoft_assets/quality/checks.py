@@ -206,6 +206,9 @@ QUARANTINE_SOURCES = {
     "mindex_air_quality_measurements": ("openaq_measurements", True),
     "mindex_nws_alerts": ("nws_alerts", False),
     "mindex_weather_forecasts": ("weather_forecasts", False),
+    "mindex_aircraft_states": ("opensky_state_vectors", True),
+    "mindex_vessel_positions": ("aisstream_vessel_positions", True),
+    "mindex_vessel_static": ("aisstream_vessel_static", True),
 }
 
 
@@ -255,6 +258,23 @@ def recent_gaps(store: PartitionStore, source: str, now: datetime, window_hours:
     return gaps
 
 
+def ongoing_gaps(health: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """Gaps not in the spool yet: a collector writes a gap record when the stream comes back (or at shutdown), so
+    an outage still in progress is read from its heartbeat (``gap_open_since``), and a collector that stopped or
+    died is a gap from its last heartbeat."""
+    since, reason = None, None
+    if health.get("collector_gap_open_since"):
+        since, reason = health["collector_gap_open_since"], "open: the stream has not come back yet"
+    elif health.get("collector_status") == "stopped":
+        since, reason = health["collector_heartbeat_at"], "collector not running"
+    if since is None:
+        return []
+    gap = {"disconnected_at": since, "reconnected_at": None, "reason": reason}
+    from mycosoft_assets.streams import gap_seconds
+
+    return [{**gap, "seconds": round(gap_seconds(gap, now), 1)}]
+
+
 def collector_gap_check(asset: str, source: str) -> dg.AssetChecksDefinition:
     from mycosoft_assets import sla
 
@@ -264,13 +284,13 @@ def collector_gap_check(asset: str, source: str) -> dg.AssetChecksDefinition:
 
         now = datetime.now(UTC)
         limit = sla.sla(source).max_gap
-        gaps = recent_gaps(mirror_store, source, now)
+        health = collector_health(mirror_store, source, now)
+        gaps = recent_gaps(mirror_store, source, now) + ongoing_gaps(health, now)
         too_long = [g for g in gaps if limit is not None and g["seconds"] > limit.total_seconds()]
         return dg.AssetCheckResult(passed=not too_long, severity=ERROR, metadata={
             "gaps_last_hour": len(gaps), "longest_gap_s": max((g["seconds"] for g in gaps), default=0.0),
             "max_gap_s": limit.total_seconds() if limit else "none",
-            "gaps_over_limit": dg.MetadataValue.json(too_long[:EXAMPLES]),
-            **collector_health(mirror_store, source, now)})
+            "gaps_over_limit": dg.MetadataValue.json(too_long[:EXAMPLES]), **health})
 
     return _check
 
@@ -288,7 +308,8 @@ def all_checks() -> list[dg.AssetChecksDefinition]:
     checks += [collector_gap_check(asset, source) for asset, source in (
         ("opensky_state_vectors", "opensky"), ("aisstream_vessel_positions", "aisstream"))]
     partitioned_source = {"inaturalist_observations": "inaturalist", "gbif_occurrences": "gbif",
-                          "openaq_measurements": "openaq"}
+                          "openaq_measurements": "openaq", "opensky_state_vectors": "opensky",
+                          "aisstream_vessel_positions": "aisstream", "aisstream_vessel_static": "aisstream"}
     for asset, (dataset, partitioned) in QUARANTINE_SOURCES.items():
         source = partitioned_source.get(dataset)
         checks.append(quarantine_check(asset, dataset, sla.partitions_def(source) if partitioned else None))

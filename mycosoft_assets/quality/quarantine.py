@@ -44,6 +44,17 @@ ROW_RULES: dict[str, list[Rule]] = {
     "nws_alert_messages": [
         ("missing_sent", lambda r, now: r.get("sent") is None),
     ],
+    # Stream rows are deduplicated on a natural key that includes the source's own time: without it a record
+    # cannot be told apart from its replays after a reconnect (and a NULL key column breaks the upsert).
+    "aircraft_states": [
+        ("missing_last_contact", lambda r, now: r.get("last_contact") is None),
+    ],
+    "vessel_positions": [
+        ("missing_time_utc", lambda r, now: r.get("time_utc_raw") is None),
+    ],
+    "vessel_static": [
+        ("missing_time_utc", lambda r, now: r.get("time_utc_raw") is None),
+    ],
     "weather_forecasts": [
         ("temperature_out_of_range", lambda r, now: r.get("unit") == "°C" and _outside(r.get("value"), -90, 60)),
     ],
