@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from mycosoft_assets import sla
 from mycosoft_assets.definitions import defs
 from mycosoft_assets.inaturalist.normalize import OBSERVATION_SCHEMA, normalize_observation
 from mycosoft_assets.mindex.schema import ensure_schema
@@ -229,3 +230,50 @@ def test_rules_match_their_dataset_schemas(asset):
     rules = rules_for(asset)
     for column in (*rules.key_columns, *rules.required, *rules.timestamps, *rules.future_ok, *rules.ranges):
         assert column in rules.schema.names, (asset, column)
+
+
+def test_partitioned_checks_read_only_their_own_partition(data_dir):
+    """Case C19: a check of one partition reads that partition's file only. A sibling partition with duplicated
+    keys does not fail it, the bad partition's own check fails (blocking, ERROR), and a partition that was never
+    materialized is checked without touching any file (no FileNotFoundError)."""
+    import pyarrow.parquet as pq
+
+    from mycosoft_assets.inaturalist.assets import inaturalist_observations
+
+    fungi = [r for r in recorded() if (r.get("taxon") or {}).get("iconic_taxon_name") == "Fungi"]
+
+    def handler(path: str):
+        return json_answer({"total_results": len(fungi), "results": fungi} if "id_above=0" in path
+                           else {"total_results": 0, "results": []})
+
+    checks = [c for c in all_checks() if {k.asset_key for k in c.check_keys} == {inaturalist_observations.key}]
+    store = PartitionStore(data_dir=str(data_dir))
+    with StubServer(handler) as stub, dg.instance_for_test() as instance:
+        resources = {"inaturalist": InaturalistClient(base_url=stub.url), "mirror_store": store}
+        assert dg.materialize([inaturalist_observations, *checks], resources=resources, partition_key="2024-05-01",
+                              instance=instance).success
+        good = pq.read_table(store.parquet_path("inaturalist_observations", "2024-05-01"))
+        assert good.num_rows == 7
+        # 2024-05-02 holds every row twice (its manifest comes with the copied file's metadata).
+        pq.write_table(pa.concat_tables([good, good]), store.parquet_path("inaturalist_observations", "2024-05-02"))
+
+        # The checks alone, on one partition (as "re-run checks" in the UI does).
+        job = dg.define_asset_job("inaturalist_checks", selection=dg.AssetSelection.checks_for_assets(
+            inaturalist_observations), partitions_def=sla.partitions_def("inaturalist"))
+        only_checks = dg.Definitions(assets=[inaturalist_observations], asset_checks=checks, jobs=[job],
+                                     resources=resources).resolve_job_def("inaturalist_checks")
+
+        def check_only(partition: str) -> dict[str, dg.AssetCheckEvaluation]:
+            # (by tag, as the UI launches it: execute_in_process infers partitions only from selected assets)
+            result = only_checks.execute_in_process(instance=instance, tags={"dagster/partition": partition},
+                                                    raise_on_error=False)
+            assert result.asset_materializations_for_node("inaturalist_observations") == []  # checks only
+            return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+        clean = check_only("2024-05-01")
+        assert clean[UNIQUE_KEY].passed and clean[NON_EMPTY].metadata["rows"].value == 7
+        broken = check_only("2024-05-02")
+        assert not broken[UNIQUE_KEY].passed and broken[UNIQUE_KEY].severity == ERROR
+        assert broken[UNIQUE_KEY].metadata["duplicate_keys"].value == 7
+        never = check_only("2024-05-09")
+        assert never[NON_EMPTY].metadata["rows"].value == 0 and never[UNIQUE_KEY].passed
