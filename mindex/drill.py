@@ -124,25 +124,33 @@ def _latest_recovery_run(instance: dg.DagsterInstance, source: str, kind: str, a
 
 
 def _cached_partitions_healed(instance: dg.DagsterInstance, source: str, since: float) -> bool:
-    """Every partition a fallback served since ``since`` has a live mirror materialization after it."""
-    from sensors.schedules import REFRESH_ASSETS
+    """Every partition a fallback served since ``since`` has a live materialization of the mirror that fallback
+    stands in for (a snapshot fallback is healed by its snapshot, not by the partitioned refresh)."""
+    from sensors.resilience import recovery_pairs, run_partition_keys
 
     records = instance.get_run_records(dg.RunsFilter(tags={RECOVERY_TAG: "fallback", "source": source},
                                                      created_after=datetime.fromtimestamp(since, UTC)), limit=50)
-    if not records:
-        return False
-    from sensors.resilience import run_partition_keys
-
-    mirror = dg.AssetKey(REFRESH_ASSETS[source][0])
+    mirror_of = {fallback: mirror for _monitored, fallback, mirror in recovery_pairs(source)}
     for record in records:
+        run = record.dagster_run
         served_at = record.end_time or record.create_timestamp.timestamp()
-        for key in run_partition_keys(source, record.dagster_run.tags):
+        for key in run_partition_keys(source, run.job_name, run.tags):
             partitions = None if key == "snapshot" else [key]
             latest = instance.fetch_materializations(dg.AssetRecordsFilter(
-                asset_key=mirror, asset_partitions=partitions), limit=1).records
+                asset_key=dg.AssetKey(mirror_of[run.job_name]), asset_partitions=partitions), limit=1).records
             if not latest or latest[0].timestamp <= served_at:
                 return False
     return True
+
+
+def _sensor_sees_healthy(instance: dg.DagsterInstance, source: str, after: float) -> bool:
+    """The source's resilience sensor has recorded, since ``after``, every API up and nothing served from cache."""
+    records = instance.fetch_observations(dg.AssetKey(_mirror(source)), limit=1).records
+    if not records or records[0].timestamp <= after:
+        return False
+    metadata = {k: v.value for k, v in records[0].asset_observation.metadata.items()}
+    states = [v for k, v in metadata.items() if k.endswith("_health")]
+    return bool(states) and all(v == "up" for v in states) and not metadata.get("partitions_served_from_cache")
 
 
 def _wait(condition, limit: float = WAIT_LIMIT_S, step: float = 0.5) -> float | None:
@@ -185,7 +193,7 @@ def run_drill(scenarios: list[list[str]], fixtures_dir: Path, workdir: Path, out
     with ReplayServer(fixtures_dir, sources=apis) as replay:
         env = {f"{api.upper()}_BASE_URL": replay.base_url(api) for api in apis}
         env.update({"DAGSTER_HOME": str(home), "MINDEX_DATA_DIR": str(data), "MINDEX_REQUEST_BUDGET": "off",
-                    "OPENAQ_API_KEY": os.environ.get("OPENAQ_API_KEY") or "replay-key",
+                    "OPENAQ_API_KEY": "replay-key",  # never a real secret to a replay server
                     "MINDEX_RESILIENCE_INTERVAL_S": str(DRILL_SENSOR_INTERVAL_S),
                     "MINDEX_PROBE_INTERVAL_S": str(DRILL_PROBE_INTERVAL_S)})
         # The reference: the same runs into another instance and MINDEX, with no fault at all.
@@ -223,13 +231,16 @@ def _scenario(sources: list[str], defs: dg.Definitions, instance: dg.DagsterInst
               reference: Path, out: TextIO) -> DrillResult:
     result = DrillResult("all" if len(sources) > 1 else sources[0], sources)
     apis = sorted({a for s in sources for a in DRILL_SOURCES[s][0]})
+    # Sources sharing a downed API fail over too (NWS down takes weather's forecasts with it): the scenario ends
+    # only when every one of them is healed, so the next one starts from a healthy platform.
+    affected = [s for s in DRILL_SOURCES if set(DRILL_SOURCES[s][0]) & set(apis)]
     down_at = time.time()
     for api in apis:
         replay.set_fault(api, "down")
-    # What a schedule tick would do meanwhile: a live refresh, which fails on the API.
-    refreshes = [threading.Thread(target=_run_live, args=(defs, instance, s), daemon=True) for s in sources]
-    for thread in refreshes:
-        thread.start()
+    # What the schedule ticks would do meanwhile: live refreshes, which fail on the API. One thread runs them in
+    # turn: in-process executions in parallel threads of one process deadlock in Dagster.
+    refresh = threading.Thread(target=lambda: [_run_live(defs, instance, s) for s in sources], daemon=True)
+    refresh.start()
     failover = _wait(lambda: all(_latest_recovery_run(instance, s, "fallback", down_at) for s in sources))
     if failover is None:
         result.problems.append("no successful fallback run")
@@ -240,12 +251,14 @@ def _scenario(sources: list[str], defs: dg.Definitions, instance: dg.DagsterInst
         rows, _, _ = mindex_keys(db_url, source)
         if rows == 0:
             result.problems.append(f"MINDEX has no {source} rows while it is down")
-    for thread in refreshes:
-        thread.join(timeout=120)
+    refresh.join(timeout=WAIT_LIMIT_S)
+    if refresh.is_alive():
+        result.problems.append("the live refreshes did not end while the source was down")
     up_at = time.time()
     for api in apis:
         replay.clear_fault(api)
-    healed = _wait(lambda: all(_cached_partitions_healed(instance, s, down_at) for s in sources))
+    healed = _wait(lambda: all(_cached_partitions_healed(instance, s, down_at) and _sensor_sees_healthy(
+        instance, s, up_at) for s in affected))
     if healed is None:
         result.problems.append("cached partitions were not healed live")
     else:

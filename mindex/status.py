@@ -66,8 +66,8 @@ def source_error(instance: dg.DagsterInstance, source: str, mirror: str | None) 
         ok = instance.get_run_records(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS]),
                                       limit=1)
         if failed and (not ok or failed[0].create_timestamp > ok[0].create_timestamp):
-            return (failure_cause(instance, failed[0].dagster_run.run_id) or f"run {failed[0].dagster_run.run_id[:8]}"
-                    " failed (not on the API)")[:160]
+            cause = failure_cause(instance, failed[0].dagster_run.run_id)
+            return f"{job}: {cause or f'run {failed[0].dagster_run.run_id[:8]} failed (not on the API)'}"[:160]
     return "-"
 
 

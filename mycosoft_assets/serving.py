@@ -19,7 +19,9 @@ SERVED_FROM_TAG = "mindex/served_from"
 SOURCE_ERROR_TAG = "mindex/source_error"
 FAILED_RUN_TAG = "mindex/failed_run"
 RECOVERY_TAG = "mindex/recovery"  # "fallback" or "heal"
-RECOVERY_API_TAG = "mindex/recovery_api"  # run-level concurrency limit per API (dagster.yaml)
+# Run-level limit (dagster.yaml): one fallback or heal run per source at a time. Per API, the steps that call it
+# run in its `api_<name>` pool; a fallback calls no API, so per-API run limits would only delay it.
+RECOVERY_SOURCE_TAG = "mindex/recovery_source"
 
 
 def served_from(context: dg.AssetExecutionContext) -> str:
@@ -47,3 +49,27 @@ def serving_metadata(context: dg.AssetExecutionContext, store: PartitionStore, d
         metadata["source_error"] = context.run.tags.get(SOURCE_ERROR_TAG, "unknown")
         metadata["failed_run"] = context.run.tags.get(FAILED_RUN_TAG, "none")
     return metadata
+
+
+def refuse_partitions_that_failed_checks(context: dg.AssetExecutionContext, dataset: str,
+                                         keys: list[str] | None = None) -> None:
+    """A fallback serves only cached partitions whose blocking checks passed when they landed.
+
+    A mirror partition that failed a blocking check (duplicate keys, schema drift) is still on disk: its live run
+    stopped before MINDEX, and a fallback must not load it later behind the check's back. Raises ``dg.Failure``
+    naming the refused partitions, so the fallback run fails and MINDEX keeps what it had. Live runs are not
+    concerned: their own blocking checks gate them.
+    """
+    if served_from(context) != "cache":
+        return
+    from mycosoft_assets.quality.checks import BLOCKING
+
+    check_keys = [dg.AssetCheckKey(dg.AssetKey(dataset), name) for name in sorted(BLOCKING)]
+    infos = context.instance.event_log_storage.get_asset_check_partition_info(check_keys, partition_keys=keys)
+    refused = sorted({f"{info.partition_key or 'snapshot'}: {info.check_key.name}" for info in infos
+                      if info.latest_execution_status.value == "FAILED"})
+    if refused:
+        raise dg.Failure(
+            description=f"not served from cache: {dataset} partitions failed a blocking check when they landed "
+                        f"({', '.join(refused[:5])}); MINDEX keeps its last good rows until a live fetch passes",
+            metadata={"refused_partitions": dg.MetadataValue.json(refused)})

@@ -17,8 +17,10 @@ new code. Each tick of ``<source>_resilience``:
    healed once can be healed again after a later outage (case C14).
 
 Mirror assets are only materialized by live fetches, so their freshness keeps telling the truth about the source;
-the fallback materializes what consumers read. Recovery runs carry ``mindex/recovery_api``, which dagster.yaml
-limits to one run per API at a time (no thundering herd), and their steps use the per-API pools.
+the fallback materializes what consumers read. Recovery runs carry ``mindex/recovery_source``, which dagster.yaml
+limits to one run per source at a time (no thundering herd), and every step that calls an API runs in that API's
+pool (one step at a time per API). Fallback runs execute in process: they only read the local cache and write
+MINDEX, so a subprocess per step would only delay the failover.
 Stream sources (collectors) have no API call in their runs; their health is the collector's heartbeat.
 """
 
@@ -38,7 +40,7 @@ import dagster as dg
 from mycosoft_assets import sla
 from mycosoft_assets.serving import (
     FAILED_RUN_TAG,
-    RECOVERY_API_TAG,
+        RECOVERY_SOURCE_TAG,
     RECOVERY_TAG,
     SERVED_FROM_TAG,
     SOURCE_ERROR_TAG,
@@ -97,6 +99,7 @@ def fallback_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
                 description=f"Serve {source}'s MINDEX tables from the local cache (last good mirror partitions) "
                             f"while its API fails. Requested by {source}_resilience; never touches the API.",
                 tags={"source": source, SERVED_FROM_TAG: "cache"},
+                executor_def=dg.in_process_executor,  # local reads and one MINDEX write: no subprocess per step
             ))
     return jobs
 
@@ -173,11 +176,12 @@ def failure_cause(instance: dg.DagsterInstance, run_id: str) -> str | None:
     return None
 
 
-def run_partition_keys(source: str, tags: dict[str, str]) -> list[str]:
-    """The partitions a run covered (its range tags), or ["snapshot"] for an unpartitioned job."""
+def run_partition_keys(source: str, job: str, tags: dict[str, str]) -> list[str]:
+    """The partitions a run of ``job`` covered (its range tags), or ["snapshot"] for an unpartitioned job: every
+    job of an unpartitioned source, and the reference-snapshot jobs (and their fallbacks) of a partitioned one."""
     partitions = sla.partitions_def(source)
     start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    if partitions is None:
+    if partitions is None or job in (f"{source}_snapshot", f"{source}_snapshot_fallback"):
         return [SNAPSHOT_KEY]
     if start and end:
         return list(partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end)))
@@ -279,7 +283,7 @@ def resilience_sensor(source: str, jobs: dict[str, Any]) -> dg.SensorDefinition:
                        if sla.partitions_def(source) else [SNAPSHOT_KEY])
             for chunk in contiguous(fresh, ordered):
                 tags = {SERVED_FROM_TAG: "cache", SOURCE_ERROR_TAG: error[:250], FAILED_RUN_TAG: origin,
-                        RECOVERY_TAG: "fallback", RECOVERY_API_TAG: row.apis[0], "source": source}
+                        RECOVERY_TAG: "fallback", RECOVERY_SOURCE_TAG: source, "source": source}
                 if chunk != [SNAPSHOT_KEY]:
                     tags.update(range_tags(chunk))
                 requests.append(dg.RunRequest(run_key=f"fallback:{origin}:{chunk[0]}..{chunk[-1]}",
@@ -287,7 +291,10 @@ def resilience_sensor(source: str, jobs: dict[str, Any]) -> dg.SensorDefinition:
             for key in fresh:
                 state.cached[f"{monitored}|{key}"] = CachedPartition(monitored, key, now, error[:250])
 
-        changed = False  # a health change is recorded as an observation on the mirror (the UI shows it)
+        # A change of health, or of what is served from cache, is recorded as an observation on the mirror (the
+        # UI shows it); otherwise only a heartbeat every OBSERVATION_EVERY_S.
+        changed = False
+        served_before = set(state.cached)
 
         # 1. runs that failed on the API since the last tick
         since = datetime.fromtimestamp(max(0.0, state.runs_checked_until - 60), UTC)
@@ -310,7 +317,7 @@ def resilience_sensor(source: str, jobs: dict[str, Any]) -> dg.SensorDefinition:
                         health.state, health.since, health.last_error = "down", now, cause
                         health.next_probe_at = now + probe_interval_s(source)
                         changed = True
-                request_fallback(monitored, run_partition_keys(source, run.tags), cause, run.run_id)
+                request_fallback(monitored, run_partition_keys(source, monitored, run.tags), cause, run.run_id)
         state.runs_checked_until = now
 
         # 2. probe the APIs that are due
@@ -327,10 +334,9 @@ def resilience_sensor(source: str, jobs: dict[str, Any]) -> dg.SensorDefinition:
                 from sensors.schedules import refresh_tags
 
                 for monitored in fallback_of:
-                    if monitored.endswith("_sync") and sla.partitions_def(source) is not None:
-                        keys = run_partition_keys(source, refresh_tags(source, datetime.now(UTC), context.instance))
-                    else:
-                        keys = [SNAPSHOT_KEY]
+                    live = monitored == f"{source}_sync"
+                    tags = refresh_tags(source, datetime.now(UTC), context.instance) if live else {}
+                    keys = run_partition_keys(source, monitored, tags)
                     request_fallback(monitored, keys, f"probe: {health.last_error}", f"probe@{int(now)}")
 
         # 3. heal what was served from cache, once every API of the source is up
@@ -349,7 +355,7 @@ def resilience_sensor(source: str, jobs: dict[str, Any]) -> dg.SensorDefinition:
                            if sla.partitions_def(source) else [SNAPSHOT_KEY])
                 for chunk in contiguous([c.key for c in waiting], ordered):
                     version = int(min(state.cached[f"{monitored}|{k}"].since for k in chunk))
-                    tags = {RECOVERY_TAG: "heal", RECOVERY_API_TAG: row.apis[0], "source": source}
+                    tags = {RECOVERY_TAG: "heal", RECOVERY_SOURCE_TAG: source, "source": source}
                     if chunk != [SNAPSHOT_KEY]:
                         tags.update(range_tags(chunk))
                     requests.append(dg.RunRequest(run_key=f"heal:{monitored}:{chunk[0]}..{chunk[-1]}:{version}",
@@ -357,6 +363,7 @@ def resilience_sensor(source: str, jobs: dict[str, Any]) -> dg.SensorDefinition:
                 for c in waiting:
                     c.heal_requested_at = now
 
+        changed |= set(state.cached) != served_before
         if changed or now - state.last_observation_at > OBSERVATION_EVERY_S:
             state.last_observation_at = now
             for asset in dict.fromkeys(heal_job.values()):

@@ -224,6 +224,29 @@ def test_a_blocking_failure_leaves_mindex_unchanged(data_dir):
 
         assert failure_cause(instance, second.run_id) is None
 
+        # Nor may a later outage smuggle it in: a fallback (served from cache) refuses the partition whose blocking
+        # check failed when it landed, fails saying so, and MINDEX keeps its last good rows.
+        from mycosoft_assets.serving import SERVED_FROM_TAG
+
+        fallback = dg.materialize(assets + checks, resources=resources, partition_key="2024-05-01",
+                                  selection=dg.AssetSelection.assets(mindex_inaturalist_observations),
+                                  instance=instance, tags={SERVED_FROM_TAG: "cache"}, raise_on_error=False)
+        assert not fallback.success
+        failure = next(e for e in fallback.all_events if e.is_step_failure).event_specific_data
+        assert "not served from cache" in failure.user_failure_data.description
+        assert failure.user_failure_data.metadata["refused_partitions"].value == ["2024-05-01: schema_drift"]
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT * FROM observations ORDER BY source_id")).all() == before
+
+        # The source comes back to its usual shape: judged against the last good shape (not the drifted one),
+        # the live fetch passes, and the cache is servable again.
+        state["records"] = fungi
+        assert dg.materialize(assets + checks, resources=resources, partition_key="2024-05-01",
+                              selection=dg.AssetSelection.assets(inaturalist_observations), instance=instance).success
+        assert dg.materialize(assets + checks, resources=resources, partition_key="2024-05-01",
+                              selection=dg.AssetSelection.assets(mindex_inaturalist_observations),
+                              instance=instance, tags={SERVED_FROM_TAG: "cache"}).success
+
 
 @pytest.mark.parametrize("asset", ["nws_alerts", "weather_forecasts", "openaq_measurements", "gbif_occurrences"])
 def test_rules_match_their_dataset_schemas(asset):

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from mindex.status import collect_status
-from mycosoft_assets.serving import SERVED_FROM_TAG, SOURCE_ERROR_TAG
+from mycosoft_assets.serving import RECOVERY_SOURCE_TAG, SERVED_FROM_TAG, SOURCE_ERROR_TAG
 from sensors.resilience import (
     ApiHealth,
     ResilienceState,
@@ -109,6 +109,10 @@ def test_a_run_that_fails_on_the_api_is_served_from_cache_then_healed(platform, 
     assert run(defs, instance, "inaturalist_sync", heal.tags).success
     after_tick = tick(defs, instance, "inaturalist", healed.cursor)
     assert ResilienceState.load(after_tick.cursor).cached == {}
+    # The UI learns it on that tick, not at the next heartbeat: an observation says nothing is served from cache.
+    [observed] = after_tick.asset_events
+    assert observed.metadata["partitions_served_from_cache"].value == []
+    assert observed.metadata["inaturalist_health"].value == "up"
     status = {row.asset: row for row in collect_status(defs, instance)}
     assert status["mindex_inaturalist_observations"].served_from == "live"
     assert status["mindex_inaturalist_observations"].cached_age == "-"
@@ -144,3 +148,49 @@ def test_fallback_ranges_are_contiguous():
     ordered = ["a", "b", "c", "d", "e"]
     assert contiguous(["e", "a", "b", "d"], ordered) == [["a", "b"], ["d", "e"]]
     assert json.loads(ResilienceState().dump())["cached"] == {}
+
+
+def test_a_failed_reference_snapshot_of_a_partitioned_source_is_served_from_cache(platform, replay):
+    """OpenAQ is hourly, but its stations are an unpartitioned snapshot: a failed `openaq_snapshot` run (no
+    partition tags) is served from the cached snapshot and healed as one, not lost for want of a partition."""
+    defs, instance = platform
+    assert run(defs, instance, "openaq_snapshot", {}).success
+    first = tick(defs, instance, "openaq", None)
+    assert first.run_requests == []
+
+    replay.set_fault("openaq", "http_5xx", count=50)
+    failed = run(defs, instance, "openaq_snapshot", {})
+    assert not failed.success and failure_cause(instance, failed.run_id).startswith("ServerError")
+    second = tick(defs, instance, "openaq", first.cursor)
+    assert [(r.job_name, r.run_key) for r in second.run_requests] == [
+        ("openaq_snapshot_fallback", f"fallback:{failed.run_id}:snapshot..snapshot")]
+    assert "dagster/asset_partition_range_start" not in second.run_requests[0].tags
+    assert second.run_requests[0].tags[RECOVERY_SOURCE_TAG] == "openaq"
+    assert list(ResilienceState.load(second.cursor).cached) == ["openaq_snapshot|snapshot"]
+
+    served = run(defs, instance, "openaq_snapshot_fallback", dict(second.run_requests[0].tags))
+    assert served.success
+    assert served.asset_materializations_for_node("mindex_air_quality")[-1].metadata["served_from"].value == "cache"
+
+    replay.clear_fault("openaq")
+    state = ResilienceState.load(second.cursor)
+    state.health["openaq"].next_probe_at = 0
+    healed = tick(defs, instance, "openaq", state.dump())
+    assert [r.job_name for r in healed.run_requests] == ["openaq_snapshot"]
+    assert healed.run_requests[0].run_key.startswith("heal:openaq_snapshot:snapshot..snapshot:")
+
+
+def test_the_instance_runs_one_recovery_run_per_source_and_fallbacks_in_process(platform):
+    """dagster.yaml limits runs by the tag the sensor puts on fallback and heal runs; a fallback reads only the
+    local cache, so it runs its steps in process (no subprocess per step between an outage and MINDEX served)."""
+    import yaml
+
+    from mycosoft_assets.settings import REPO_ROOT
+
+    defs, _ = platform
+    limits = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": RECOVERY_SOURCE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    for source in ("inaturalist", "gbif", "nws_alerts", "weather", "openaq"):
+        job = defs.resolve_job_def(f"{source}_fallback")
+        assert job.executor_def.name == dg.in_process_executor.name
+        assert job.tags[SERVED_FROM_TAG] == "cache"

@@ -13,7 +13,7 @@ from mycosoft_assets.gbif.assets import OCCURRENCES, SPECIES
 from mycosoft_assets.inaturalist.assets import OBSERVATIONS, TAXA
 from mycosoft_assets.mindex.schema import ensure_schema, observations, taxa
 from mycosoft_assets.quality import quarantine
-from mycosoft_assets.serving import serving_metadata
+from mycosoft_assets.serving import refuse_partitions_that_failed_checks, serving_metadata
 from resources.mindex_db import MindexDatabase, upsert
 from resources.storage import PartitionStore
 
@@ -202,6 +202,7 @@ def _mindex_args(source: str, name: str, upstream: str, description: str, partit
                          "newest update wins.", partitioned=True))
 def mindex_inaturalist_observations(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
                                     mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    refuse_partitions_that_failed_checks(context, OBSERVATIONS.name, list(context.partition_keys))
     counts = load_partitions(mirror_store, mindex_db, OBSERVATIONS.name, context.partition_keys, observations,
                              inaturalist_observation_row, newer_column="source_updated_at")
     return report_table_load(context, mirror_store, OBSERVATIONS.name, mindex_db, observations, "inaturalist", counts)
@@ -212,6 +213,7 @@ def mindex_inaturalist_observations(context: dg.AssetExecutionContext, mirror_st
                          "iNaturalist observation each one republishes.", partitioned=True))
 def mindex_gbif_occurrences(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
                             mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    refuse_partitions_that_failed_checks(context, OCCURRENCES.name, list(context.partition_keys))
     counts = load_partitions(mirror_store, mindex_db, OCCURRENCES.name, context.partition_keys, observations,
                              gbif_occurrence_row, newer_column="source_updated_at")
     return report_table_load(context, mirror_store, OCCURRENCES.name, mindex_db, observations, "gbif", counts)

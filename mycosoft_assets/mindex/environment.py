@@ -24,7 +24,7 @@ from mycosoft_assets.nws_alerts.assets import ALERTS
 from mycosoft_assets.nws_alerts.normalize import chain_states
 from mycosoft_assets.openaq.assets import LATEST, LOCATIONS, MEASUREMENTS
 from mycosoft_assets.quality import quarantine
-from mycosoft_assets.serving import served_from, serving_metadata
+from mycosoft_assets.serving import refuse_partitions_that_failed_checks, served_from, serving_metadata
 from mycosoft_assets.weather.assets import DATASET as WEATHER_DATASET
 from resources.mindex_db import MindexDatabase, upsert
 from resources.storage import PartitionStore
@@ -140,6 +140,7 @@ def load_alert_snapshot(conn: sa.Connection, rows: list[dict[str, Any]], feed_up
                   "fetch. Messages are kept 24 h after they were last seen."))
 def mindex_nws_alerts(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
                       mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    refuse_partitions_that_failed_checks(context, ALERTS.name)
     ensure_schema(mindex_db.engine)
     manifest = mirror_store.manifest(ALERTS.name, "snapshot") or {}
     feed_updated = datetime.fromisoformat(manifest.get("feed_updated") or manifest["fetched_at"]).astimezone(UTC)
@@ -168,6 +169,7 @@ def mindex_nws_alerts(context: dg.AssetExecutionContext, mirror_store: Partition
                   "good forecast, marked stale; forecasts are kept 48 h except each site's latest."))
 def mindex_weather_forecasts(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
                              mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    refuse_partitions_that_failed_checks(context, WEATHER_DATASET)
     ensure_schema(mindex_db.engine)
     manifest = mirror_store.manifest(WEATHER_DATASET, "snapshot") or {}
     rows = _snapshot_rows(mirror_store, WEATHER_DATASET)
@@ -232,6 +234,8 @@ def mindex_weather_forecasts(context: dg.AssetExecutionContext, mirror_store: Pa
                   "parameter and unit (sentinels excluded)."))
 def mindex_air_quality(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
                        mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    refuse_partitions_that_failed_checks(context, LOCATIONS.name)
+    refuse_partitions_that_failed_checks(context, LATEST.name)
     ensure_schema(mindex_db.engine)
     locations = _snapshot_rows(mirror_store, LOCATIONS.name)
     stations = [{c.name: row[c.name] for c in aq_stations.columns} for row in locations]
@@ -267,6 +271,7 @@ def mindex_air_quality(context: dg.AssetExecutionContext, mirror_store: Partitio
                   "view `aq_daily_means` averages real values only, per unit.", partitioned=True))
 def mindex_air_quality_measurements(context: dg.AssetExecutionContext, mirror_store: PartitionStore,
                                     mindex_db: MindexDatabase) -> dg.MaterializeResult:
+    refuse_partitions_that_failed_checks(context, MEASUREMENTS.name, list(context.partition_keys))
     ensure_schema(mindex_db.engine)
     columns = [c.name for c in aq_measurements.columns if c.name not in ("station_id", "partition_key")]
     counts = {}

@@ -107,7 +107,8 @@ def evaluate(table: pa.Table, rules: Rules, profile_now: dict[str, Any] | None =
                            if contract_broken or extra else None,
                            source_fields_removed=removed or None, source_fields_retyped=retyped or None,
                            source_fields_added=added or None,
-                           compared_with="previous materialization" if profile_before else "no previous profile"))
+                           compared_with="the last materialization that passed schema_drift" if profile_before
+                           else "no previous profile"))
 
     out_of_range: dict[str, int] = {}
     examples: dict[str, list[Any]] = {}
@@ -164,12 +165,19 @@ def evaluate(table: pa.Table, rules: Rules, profile_now: dict[str, Any] | None =
 
 def _latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str | None, run_id: str | None,
                      previous: bool = False) -> dict[str, Any]:
-    """Metadata of this run's materialization (or, with ``previous``, of the last one from another run)."""
+    """Metadata of this run's materialization, or, with ``previous``, of the last one from another run that did
+    not fail schema_drift: the baseline is the last good shape, so a source that drifts and then comes back is
+    not judged against its own broken answer."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
         limit=25).records
+    drifted: set[str] = set()
+    if previous:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey(asset), SCHEMA_DRIFT), limit=25)
+        drifted = {r.run_id for r in history if r.status.value == "FAILED"}
     for record in records:
-        if (record.run_id == run_id) != previous:
+        if (record.run_id == run_id) != previous and record.run_id not in drifted:
             metadata = record.asset_materialization.metadata
             return {k: v.value for k, v in metadata.items()}
     return {}

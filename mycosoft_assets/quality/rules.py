@@ -22,9 +22,9 @@ CHECK_DESCRIPTIONS = {
     NON_EMPTY: "The mirror holds rows (ERROR for sources that are never empty; partitions may be empty).",
     UNIQUE_KEY: "No natural key appears twice in the partition. Blocking: duplicates stop the MINDEX update.",
     REQUIRED_FIELDS: "Required columns are never NULL.",
-    SCHEMA_DRIFT: "The partition matches the declared Arrow schema, and no source field the previous materialization "
-                  "had was dropped or changed JSON type. Blocking: a schema break stops the MINDEX update. New "
-                  "fields only warn.",
+    SCHEMA_DRIFT: "The partition matches the declared Arrow schema, and no source field the last materialization that "
+                  "passed this check had was dropped or changed JSON type. Blocking: a schema break stops the MINDEX "
+                  "update. New fields only warn.",
     VALUE_RANGES: "Numeric values are in range (coordinates, measurements); sentinel and flagged values are counted. "
                   "Warns.",
     TIMESTAMPS: "Timestamp columns are UTC and not in the future beyond a small clock skew.",
