@@ -1,4 +1,5 @@
-"""`mindex`: replay, run, and (as later issues add them) status, backup, restore, drill, search, metrics."""
+"""`mindex`: what Dagster's CLI does not do: run the main job, replay recorded APIs, run the stream collectors,
+print the platform's status, and run the failover drill."""
 
 from __future__ import annotations
 
@@ -31,10 +32,13 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("status", help="one line per asset: freshness, last update, served from live or cache, "
                                   "cached age, last error")
-    drill = sub.add_parser("drill", help="failover drill: real dagster-daemon, replay server, sources switched down "
-                                         "and back; prints failover and healing times")
+    drill_help = ("failover drill: real dagster-daemon, replay server, sources switched down and back; prints "
+                  "failover and healing times")
+    drill = sub.add_parser("drill", help=drill_help, description=drill_help.capitalize() + ".")
     drill.add_argument("--source", action="append", dest="sources",
-                       help="drill only this source (repeatable); default: each API source, then all at once")
+                       metavar="SOURCE",
+                       help="drill only this source (repeat for several: --source gbif --source openaq); default: "
+                            "each API source, then all at once")
     drill.add_argument("--replay-dir", default=os.environ.get("MINDEX_REPLAY_DIR") or None,
                        help="recorded responses to serve (default: $MINDEX_REPLAY_DIR or ../shared/fixtures)")
     drill.add_argument("--keep", action="store_true", help="keep the drill's temporary instance and data")

@@ -71,6 +71,15 @@ def source_error(instance: dg.DagsterInstance, source: str, mirror: str | None) 
     return "-"
 
 
+def cached_age_s(metadata: dict[str, Any], now: datetime) -> Any:
+    """How old the cached data is now: from when the source last delivered it (``data_fetched_at``), so the age
+    keeps growing while the source stays down; the age recorded at the fallback when that time is unknown."""
+    fetched = _value(metadata, "data_fetched_at")
+    if fetched:
+        return (now - datetime.fromisoformat(str(fetched)).astimezone(UTC)).total_seconds()
+    return _value(metadata, "cached_age_s")
+
+
 def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance,
                    now: datetime | None = None) -> list[AssetStatus]:
     from sensors.schedules import REFRESH_ASSETS
@@ -95,7 +104,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance,
             last = datetime.fromtimestamp(event.timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
             metadata = event.asset_materialization.metadata
             served = str(_value(metadata, "served_from") or "live")
-            cached = _age(_value(metadata, "cached_age_s")) if served == "cache" else "-"
+            cached = _age(cached_age_s(metadata, now)) if served == "cache" else "-"
         if source and source not in errors:
             errors[source] = source_error(instance, source, mirrors.get(source))
         rows.append(AssetStatus(key.to_user_string(), freshness, last, served, cached,

@@ -5,7 +5,7 @@ real (temporary) instance, on runs executed against the replay server."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -95,6 +95,9 @@ def test_a_run_that_fails_on_the_api_is_served_from_cache_then_healed(platform, 
     assert "SourceUnreachable" in served_row.last_error and "SourceUnreachable" in mirror_row.last_error
     assert mirror_row.served_from == "live" and mirror_row.freshness == "fresh"
     assert "served_from=cache" in served_row.line()
+    # The cached data keeps ageing while the source stays down, without another fallback run.
+    later = {row.asset: row for row in collect_status(defs, instance, now=datetime.now(UTC) + timedelta(minutes=90))}
+    assert later["mindex_inaturalist_observations"].cached_age in ("90m", "91m")  # the data was seconds old
 
     # The API comes back: the next probe (due after its backoff) sees it up and a live heal is requested.
     replay.clear_fault("inaturalist")

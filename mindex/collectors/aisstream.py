@@ -466,18 +466,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mindex collect aisstream",
                                      description="Collect AISStream.io messages into the spool (key from "
                                                  "AISSTREAM_API_KEY, URL from AISSTREAM_URL or --url).")
-    parser.add_argument("--data-dir", default=os.environ.get("MINDEX_DATA_DIR") or str(DEFAULT_DATA_DIR))
+    parser.add_argument("--data-dir", default=os.environ.get("MINDEX_DATA_DIR") or str(DEFAULT_DATA_DIR),
+                        help="spool root (default: $MINDEX_DATA_DIR or ./data)")
     parser.add_argument("--url", default=None, help="websocket URL (default AISSTREAM_URL or the real service)")
     parser.add_argument("--duration", type=float, default=None, help="stop cleanly after this many seconds")
     parser.add_argument("--max-messages", type=int, default=None, help="stop after this many messages")
     parser.add_argument("--bbox", type=_bbox, action="append", help="lat1,lon1,lat2,lon2 (repeatable; default world)")
     parser.add_argument("--types", type=_csv, default=None, help="FilterMessageTypes, comma separated")
     parser.add_argument("--mmsi", type=_csv, default=None, help="FiltersShipMMSI, comma separated")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--max-batch-seconds", type=float, default=2.0)
-    parser.add_argument("--heartbeat-every", type=float, default=10.0)
-    parser.add_argument("--idle-timeout", type=float, default=60.0)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--batch-size", type=int, default=500, help="flush the spool every N messages (default 500)")
+    parser.add_argument("--max-batch-seconds", type=float, default=2.0,
+                        help="... or when the oldest unflushed message is this old (default 2)")
+    parser.add_argument("--heartbeat-every", type=float, default=10.0,
+                        help="heartbeat interval in seconds (default 10)")
+    parser.add_argument("--idle-timeout", type=float, default=60.0,
+                        help="reconnect after this many seconds without a frame (default 60)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     return parser
 
 

@@ -269,7 +269,8 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mindex collect opensky", description=__doc__.split("\n\n")[0])
+    summary = __doc__.split("\n\n")[0].replace("``", "`")
+    parser = argparse.ArgumentParser(prog="mindex collect opensky", description=summary)
     parser.add_argument("--data-dir", default=os.environ.get("MINDEX_DATA_DIR") or str(DEFAULT_DATA_DIR),
                         help="spool root (default: $MINDEX_DATA_DIR or ./data)")
     parser.add_argument("--bbox", type=parse_bbox, default=None, help="lamin,lomin,lamax,lomax (default: global)")
