@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,30 +78,55 @@ class MindexDatabase(dg.ConfigurableResource):
 
 
 def upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], key_columns: Sequence[str],
-           newer_column: str | None = None) -> int:
-    """Insert or update ``rows`` by natural key. With ``newer_column``, an existing row is only replaced by one at
-    least as new, so replaying an older partition never overwrites newer data. Returns rows sent."""
+           newer_column: str | None = None, missing_flag: str | None = None,
+           keep_known: Sequence[str] = ()) -> int:
+    """Insert or update ``rows`` by natural key; returns rows sent. Unknown never overwrites known:
+
+    * ``newer_column``: an existing row is only replaced by one at least as new, so replaying an older partition
+      never overwrites newer data;
+    * ``missing_flag``: a boolean column saying the source sent a "missing" sentinel; such a row never replaces a
+      stored row that has a real value (it is kept in the mirror and the raw archive);
+    * ``keep_known``: columns where an incoming NULL keeps the stored value (a position the source stopped
+      knowing, such as a station reported at 0,0).
+    """
     if not rows:
         return 0
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
         insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
         update_cols = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in key_columns}
-        where = None
+        for name in keep_known:
+            update_cols[name] = sa.func.coalesce(insert.excluded[name], table.c[name])
+        conditions = []
         if newer_column is not None:
             current = table.c[newer_column]
             incoming = insert.excluded[newer_column]
-            where = sa.or_(current.is_(None), incoming >= current)
+            conditions.append(sa.or_(current.is_(None), incoming >= current))
+        if missing_flag is not None:
+            conditions.append(sa.or_(sa.func.coalesce(insert.excluded[missing_flag], sa.false()) == sa.false(),
+                                     sa.func.coalesce(table.c[missing_flag], sa.false()) == sa.true()))
+        where = sa.and_(*conditions) if conditions else None
         statement = insert.on_conflict_do_update(index_elements=list(key_columns), set_=update_cols, where=where)
         conn.execute(statement, list(rows))
         return len(rows)
-    # Generic fallback: same effect, two statements inside the caller's transaction.
+    # Generic fallback: same effect, statements inside the caller's transaction.
     for row in rows:
         match = sa.and_(*(table.c[k] == row[k] for k in key_columns))
-        if newer_column is not None:
-            existing = conn.execute(sa.select(table.c[newer_column]).where(match)).scalar_one_or_none()
-            if existing is not None and row[newer_column] is not None and row[newer_column] < existing:
+        existing = conn.execute(sa.select(table).where(match)).mappings().first()
+        if existing is not None:
+            if (newer_column is not None and existing[newer_column] is not None and row[newer_column] is not None
+                    and _as_utc(row[newer_column]) < _as_utc(existing[newer_column])):
                 continue
+            if missing_flag is not None and row.get(missing_flag) and not existing[missing_flag]:
+                continue
+            row = {**row, **{name: existing[name] for name in keep_known if row.get(name) is None}}
         conn.execute(table.delete().where(match))
         conn.execute(table.insert().values(**row))
     return len(rows)
+
+
+def _as_utc(value: Any) -> Any:
+    """Times inside MINDEX are UTC; some databases hand them back without a zone."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -475,3 +475,53 @@ def test_late_published_hours_land_in_their_partitions():
         assert held["2025-06-01-10:00"] == list(range(0, 11))
         assert held["2025-06-01-11:00"] == [11]
         assert sum(len(v) for v in held.values()) == len(published) == 12
+
+
+def _rewrite_partition(store: PartitionStore, dataset: str, key: str, change) -> None:
+    """The mirror partition on disk, answered again by the source with ``change`` applied to every row (manifest
+    kept): what a later fetch of the same records would land."""
+    import pyarrow.parquet as pq
+
+    path = store.parquet_path(dataset, key)
+    table = pq.read_table(path)
+    rows = [change(dict(r)) for r in table.to_pylist()]
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+
+
+def test_a_later_sentinel_or_zero_position_never_erases_a_real_value(replay, data_dir):
+    """Case C09, over time: the source first sends real values, then the same hours as -999 and its stations at
+    0,0. Loading that into MINDEX keeps every real value and every known position (the sentinels stay in the
+    mirror and the raw archive); a new name is still taken, and a real value replaces a stored sentinel."""
+    resources = env_resources(replay, data_dir)
+    store, db = resources["mirror_store"], resources["mindex_db"]
+    key = sla.partitions_def("openaq").get_partition_keys()[-1]
+    assert dg.materialize([openaq_locations, openaq_latest, mindex_air_quality], resources=resources).success
+    assert dg.materialize([openaq_measurements, mindex_air_quality_measurements], resources=resources,
+                          partition_key=key).success
+    values = "SELECT sensor_id, datetime_from, value, is_missing_sentinel FROM aq_measurements ORDER BY 1, 2"
+    positions = "SELECT id, name, latitude, longitude FROM aq_stations ORDER BY id"
+    real_values, real_positions = query(db, values), query(db, positions)
+    assert len(real_values) == 2546 and all(v is not None for _, _, v, _ in real_values)
+    assert all(lat is not None for _, _, lat, _ in real_positions)
+
+    _rewrite_partition(store, "openaq_measurements", key, lambda r: {
+        **r, "value": None, "value_raw": -999.0, "is_missing_sentinel": True})
+    _rewrite_partition(store, "openaq_locations", "snapshot", lambda r: {
+        **r, "latitude": None, "longitude": None, "name": f"{r['name']} (renamed)"})
+    assert dg.materialize([mindex_air_quality_measurements], resources=resources, partition_key=key).success
+    assert dg.materialize([mindex_air_quality], resources=resources).success
+    assert query(db, values) == real_values
+    assert [(i, lat, lon) for i, _, lat, lon in query(db, positions)] == [
+        (i, lat, lon) for i, _, lat, lon in real_positions]
+    assert all(name.endswith("(renamed)") for _, name, _, _ in query(db, positions))
+
+    # The other way round is an update like any other: a real value replaces a stored sentinel.
+    sensor, start = real_values[0][:2]
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE aq_measurements SET value = NULL, is_missing_sentinel = 1 "
+                             "WHERE sensor_id = :s AND datetime_from = :d"), {"s": sensor, "d": start})
+    _rewrite_partition(store, "openaq_measurements", key, lambda r: {
+        **r, "value": 1.0, "value_raw": 1.0, "is_missing_sentinel": False})
+    assert dg.materialize([mindex_air_quality_measurements], resources=resources, partition_key=key).success
+    assert query(db, f"SELECT value FROM aq_measurements WHERE sensor_id = {sensor} AND "
+                     f"datetime_from = '{start}'") == [(1.0,)]

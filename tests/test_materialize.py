@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import sqlalchemy as sa
 
 from mycosoft_assets import sla
@@ -221,6 +222,57 @@ def test_newer_rows_win_and_older_replays_never_overwrite(data_dir):
         upsert(conn, observations, [older], ["source", "source_id"], newer_column="source_updated_at")
     rows = table_dump(db, "observations")
     assert len(rows) == 1 and rows[0][3] == newer["scientific_name"] != "stale name"
+
+
+class _GenericDialect:
+    """A connection as upsert sees one on a database without ON CONFLICT (its generic branch)."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self.dialect = type("Dialect", (), {"name": "generic"})()
+
+    def execute(self, *args, **kwargs):
+        return self._conn.execute(*args, **kwargs)
+
+
+@pytest.mark.parametrize("branch", ["on_conflict", "generic"])
+def test_unknown_never_overwrites_known_on_every_database(data_dir, branch):
+    """upsert's guards hold in both of its branches: an older replay, a -999 sentinel and a 0,0 position (NULL)
+    never replace what MINDEX knows; a real, newer value does."""
+    from mycosoft_assets.mindex.schema import aq_measurements, aq_stations
+
+    db = MindexDatabase(data_dir=str(data_dir))
+    ensure_schema(db.engine)
+    record = load_fixture("inaturalist/mo_lycoperdon.json")["results"][0]
+    newer = inaturalist_observation_row(normalize_observation(record), "2024-04-29")
+    older = dict(newer, source_updated_at=datetime(2020, 1, 1, tzinfo=UTC), scientific_name="stale name")
+    start = datetime(2025, 9, 20, 18, tzinfo=UTC)
+    real = {"sensor_id": 11602121, "datetime_from": start, "station_id": 3309328, "parameter": "pm10",
+            "unit": "µg/m³", "value": 38.0, "value_raw": 38.0, "is_missing_sentinel": False, "partition_key": "k"}
+    sentinel = dict(real, value=None, value_raw=-999.0, is_missing_sentinel=True)
+    station = {"id": 3309328, "name": "Santa Anita", "latitude": 20.55, "longitude": -103.47}
+    with db.engine.begin() as raw:
+        conn = raw if branch == "on_conflict" else _GenericDialect(raw)
+        upsert(conn, observations, [newer], ["source", "source_id"], newer_column="source_updated_at")
+        upsert(conn, observations, [older], ["source", "source_id"], newer_column="source_updated_at")
+        upsert(conn, aq_measurements, [real], ["sensor_id", "datetime_from"], missing_flag="is_missing_sentinel")
+        upsert(conn, aq_measurements, [sentinel], ["sensor_id", "datetime_from"], missing_flag="is_missing_sentinel")
+        upsert(conn, aq_stations, [station], ["id"], keep_known=["latitude", "longitude"])
+        upsert(conn, aq_stations, [dict(station, name="Santa Anita II", latitude=None, longitude=None)], ["id"],
+               keep_known=["latitude", "longitude"])
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT scientific_name FROM observations")).scalar() == newer["scientific_name"]
+        assert conn.execute(sa.text("SELECT value, is_missing_sentinel FROM aq_measurements")).all() == [(38.0, 0)]
+        assert conn.execute(sa.text("SELECT name, latitude, longitude FROM aq_stations")).all() == [
+            ("Santa Anita II", 20.55, -103.47)]
+    with db.engine.begin() as raw:  # a real value replaces a stored sentinel
+        conn = raw if branch == "on_conflict" else _GenericDialect(raw)
+        upsert(conn, aq_measurements, [dict(sentinel, sensor_id=1)], ["sensor_id", "datetime_from"],
+               missing_flag="is_missing_sentinel")
+        upsert(conn, aq_measurements, [dict(real, sensor_id=1, value=7.0)], ["sensor_id", "datetime_from"],
+               missing_flag="is_missing_sentinel")
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT value FROM aq_measurements WHERE sensor_id = 1")).scalar() == 7.0
 
 
 def test_unified_view_counts_a_gbif_copy_of_an_inaturalist_observation_once(data_dir):

@@ -253,7 +253,7 @@ def mindex_air_quality(context: dg.AssetExecutionContext, mirror_store: Partitio
                "qc_flags": r["qc_flags"]} for r in _snapshot_rows(mirror_store, LATEST.name)
               if not r["is_missing_sentinel"]]
     with mindex_db.engine.begin() as conn:
-        upsert(conn, aq_stations, stations, ["id"])
+        upsert(conn, aq_stations, stations, ["id"], keep_known=["latitude", "longitude"])  # 0,0 is not a move
         upsert(conn, aq_sensors, sensors, ["id"])
         upsert(conn, aq_latest, latest, ["sensor_id"], newer_column="datetime_utc")
     with mindex_db.engine.connect() as conn:
@@ -282,7 +282,8 @@ def mindex_air_quality_measurements(context: dg.AssetExecutionContext, mirror_st
                 rows = [{**{c: r[c] for c in columns}, "station_id": r["location_id"], "partition_key": key}
                         for r in batch.to_pylist()]
                 good, bad = quarantine.split("aq_measurements", rows)
-                sent += upsert(conn, aq_measurements, good, ["sensor_id", "datetime_from"])
+                sent += upsert(conn, aq_measurements, good, ["sensor_id", "datetime_from"],
+                               missing_flag="is_missing_sentinel")  # a later -999 never erases a real value
                 quarantine.store(conn, MEASUREMENTS.name, key, ["sensor_id", "datetime_from"], bad, good)
         counts[key] = sent
         window = mirror_store.stored_window(MEASUREMENTS.name, key)
