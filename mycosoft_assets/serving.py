@@ -62,14 +62,30 @@ def refuse_partitions_that_failed_checks(context: dg.AssetExecutionContext, data
     """
     if served_from(context) != "cache":
         return
-    from mycosoft_assets.quality.checks import BLOCKING
-
-    check_keys = [dg.AssetCheckKey(dg.AssetKey(dataset), name) for name in sorted(BLOCKING)]
-    infos = context.instance.event_log_storage.get_asset_check_partition_info(check_keys, partition_keys=keys)
-    refused = sorted({f"{info.partition_key or 'snapshot'}: {info.check_key.name}" for info in infos
-                      if info.latest_execution_status.value == "FAILED"})
+    refused = failed_blocking_checks(context.instance, dataset, keys)
     if refused:
         raise dg.Failure(
             description=f"not served from cache: {dataset} partitions failed a blocking check when they landed "
                         f"({', '.join(refused[:5])}); MINDEX keeps its last good rows until a live fetch passes",
             metadata={"refused_partitions": dg.MetadataValue.json(refused)})
+
+
+def failed_blocking_checks(instance: dg.DagsterInstance, dataset: str, keys: list[str] | None) -> list[str]:
+    """``"<partition>: <check>"`` for every partition whose latest *executed* blocking check failed. A run that
+    failed on the API before its checks ran only plans them, so the latest record is skipped when it is PLANNED."""
+    # No public API filters check executions by status and partition in dagster 1.13 (pinned exactly).
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
+
+    from mycosoft_assets.quality.checks import BLOCKING
+
+    refused = []
+    for name in sorted(BLOCKING):
+        check_key = dg.AssetCheckKey(dg.AssetKey(dataset), name)
+        for key in keys or [None]:
+            executed = instance.event_log_storage.get_asset_check_execution_history(
+                check_key, limit=1, status={Status.SUCCEEDED, Status.FAILED},
+                partition_filter=PartitionKeyFilter(key=key))
+            if executed and executed[0].status == Status.FAILED:
+                refused.append(f"{key or 'snapshot'}: {name}")
+    return sorted(refused)

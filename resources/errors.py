@@ -6,11 +6,17 @@ each failure kind has its own class and nobody parses messages.
 
 from __future__ import annotations
 
+import re
+
+# How an error's text carries the server's wait, for code that only has the text (a failed run's stored error).
+_RETRY_AFTER = re.compile(r"\[retry after (\d+) s\]")
+
 
 class ApiError(Exception):
     """Base class. ``transient`` says whether a later attempt may succeed without anyone changing anything."""
 
     transient: bool = False
+    retry_after: float | None = None  # seconds, when the server (or our budget) said when to come back
 
     def __init__(self, api: str, message: str, *, url: str | None = None, status: int | None = None):
         self.api = api
@@ -19,6 +25,16 @@ class ApiError(Exception):
         where = f" ({url})" if url else ""
         code = f"HTTP {status}: " if status is not None else ""
         super().__init__(f"{api}: {code}{message}{where}")
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.retry_after is None else f"{text} [retry after {self.retry_after:.0f} s]"
+
+
+def retry_after_in(text: str) -> float | None:
+    """The wait an ``ApiError``'s text carries (``[retry after N s]``), or None."""
+    found = _RETRY_AFTER.search(text or "")
+    return float(found.group(1)) if found else None
 
 
 class SourceUnreachable(ApiError):
@@ -31,7 +47,6 @@ class ServerError(ApiError):
     """5xx answers that stayed 5xx after retries. ``retry_after`` when the server said when to come back."""
 
     transient = True
-    retry_after: float | None = None
 
 
 class RateLimited(ApiError):

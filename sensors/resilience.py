@@ -50,7 +50,7 @@ from sensors.schedules import REFRESH_ASSETS, SNAPSHOT_ASSETS, range_tags, strea
 
 SNAPSHOT_KEY = "snapshot"
 HEAL_BATCH = 24  # partitions per healing run: a day of hourly partitions, within any API's budget
-HEAL_TIMEOUT_S = 900  # a heal run not seen to succeed by then is requested again (with the same run key: no dupes)
+HEAL_TIMEOUT_S = 900  # a heal run not seen to succeed by then is requested again, under a new run key
 OBSERVATION_EVERY_S = 600  # health heartbeat on the mirror asset when nothing changed (bounded event log)
 HANDLED_RUNS_KEPT = 200
 
@@ -127,6 +127,7 @@ class CachedPartition:
     since: float  # when it was first served from cache in this outage: the data version in heal run keys
     error: str
     heal_requested_at: float | None = None
+    heal_attempts: int = 0  # a heal run not seen to succeed is requested again, under a new run key
 
 
 @dataclass
@@ -170,7 +171,11 @@ def failure_cause(instance: dg.DagsterInstance, run_id: str) -> str | None:
                 prefix, _, rest = message.partition(": ")
                 if prefix.endswith(error.cls_name):  # "resources.errors.SourceUnreachable: ..."
                     message = rest
-                return f"{error.cls_name}: {message}"[:300]
+                cause = f"{error.cls_name}: {message}"
+                wait = errors.retry_after_in(cause)
+                if len(cause) > 300 and wait is not None:  # keep the wait when the text is cut
+                    return f"{cause[:270]}... [retry after {wait:.0f} s]"
+                return cause[:300]
             error = error.cause or error.context
             seen += 1
     return None
@@ -212,8 +217,8 @@ def probe(client: Any, path: str) -> tuple[str, float, str | None, float | None]
         return "up", (time.monotonic() - started) * 1000, None, None
     except errors.RateLimited as exc:
         return "rate_limited", (time.monotonic() - started) * 1000, str(exc), exc.retry_after
-    except errors.ApiError as exc:
-        return "down", (time.monotonic() - started) * 1000, f"{type(exc).__name__}: {exc}", None
+    except errors.ApiError as exc:  # a 503 may say when to come back, too
+        return "down", (time.monotonic() - started) * 1000, f"{type(exc).__name__}: {exc}", exc.retry_after
     finally:
         quick.close()
 
@@ -311,12 +316,16 @@ def resilience_sensor(source: str, jobs: dict[str, Any]) -> dg.SensorDefinition:
                 if cause is None:
                     notes.append(f"run {run.run_id[:8]} failed, but not on the API: no fallback")
                     continue
+                wait = errors.retry_after_in(cause)  # the server (or our budget) said when to come back
                 for api in row.apis:
                     health = state.health.setdefault(api, ApiHealth())
                     if health.state == "up":
-                        health.state, health.since, health.last_error = "down", now, cause
+                        health.state = "rate_limited" if cause.startswith("RateLimited") else "down"
+                        health.since, health.last_error = now, cause
                         health.next_probe_at = now + probe_interval_s(source)
                         changed = True
+                    if wait is not None:
+                        health.next_probe_at = max(health.next_probe_at, now + wait)
                 request_fallback(monitored, run_partition_keys(source, monitored, run.tags), cause, run.run_id)
         state.runs_checked_until = now
 
@@ -354,11 +363,18 @@ def resilience_sensor(source: str, jobs: dict[str, Any]) -> dg.SensorDefinition:
                 ordered = (sla.partitions_def(source).get_partition_keys(current_time=datetime.now(UTC))
                            if sla.partitions_def(source) else [SNAPSHOT_KEY])
                 for chunk in contiguous([c.key for c in waiting], ordered):
-                    version = int(min(state.cached[f"{monitored}|{k}"].since for k in chunk))
+                    held = [state.cached[f"{monitored}|{k}"] for k in chunk]
+                    version = int(min(c.since for c in held))
+                    attempt = max(c.heal_attempts for c in held) + 1
+                    for c in held:
+                        c.heal_attempts = attempt
                     tags = {RECOVERY_TAG: "heal", RECOVERY_SOURCE_TAG: source, "source": source}
                     if chunk != [SNAPSHOT_KEY]:
                         tags.update(range_tags(chunk))
-                    requests.append(dg.RunRequest(run_key=f"heal:{monitored}:{chunk[0]}..{chunk[-1]}:{version}",
+                    # The data version names the outage (case C14); the attempt lets a heal run that died without
+                    # healing be launched again (Dagster launches a run key once).
+                    run_key = f"heal:{monitored}:{chunk[0]}..{chunk[-1]}:{version}"
+                    requests.append(dg.RunRequest(run_key=run_key if attempt == 1 else f"{run_key}:retry{attempt - 1}",
                                                   job_name=monitored, tags=tags))
                 for c in waiting:
                     c.heal_requested_at = now

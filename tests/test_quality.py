@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from mycosoft_assets import sla
 from mycosoft_assets.definitions import defs
 from mycosoft_assets.inaturalist.normalize import OBSERVATION_SCHEMA, normalize_observation
 from mycosoft_assets.mindex.schema import ensure_schema
@@ -184,6 +183,8 @@ def test_a_blocking_failure_leaves_mindex_unchanged(data_dir):
     state = {"records": fungi}
 
     def handler(path: str):
+        if state.get("down"):
+            return json_answer({"error": "maintenance"}, status=400)  # a 4xx the client does not retry
         body = {"total_results": len(state["records"]), "results": state["records"]}
         return json_answer(body if "id_above=0" in path else {"total_results": 0, "results": []})
 
@@ -224,8 +225,15 @@ def test_a_blocking_failure_leaves_mindex_unchanged(data_dir):
 
         assert failure_cause(instance, second.run_id) is None
 
-        # Nor may a later outage smuggle it in: a fallback (served from cache) refuses the partition whose blocking
-        # check failed when it landed, fails saying so, and MINDEX keeps its last good rows.
+        # Nor may a later outage smuggle it in. The outage's own failed run plans the mirror's checks but never
+        # runs them, so what counts is the latest check that ran.
+        state["down"] = True
+        outage = dg.materialize(assets + checks, resources=resources, partition_key="2024-05-01",
+                                selection=selection, instance=instance, raise_on_error=False)
+        assert not outage.success and failure_cause(instance, outage.run_id).startswith("ClientRequestError")
+        state["down"] = False
+        # A fallback (served from cache) refuses the partition whose blocking check failed when it landed, fails
+        # saying so, and MINDEX keeps its last good rows.
         from mycosoft_assets.serving import SERVED_FROM_TAG
 
         fallback = dg.materialize(assets + checks, resources=resources, partition_key="2024-05-01",
@@ -282,7 +290,7 @@ def test_partitioned_checks_read_only_their_own_partition(data_dir):
 
         # The checks alone, on one partition (as "re-run checks" in the UI does).
         job = dg.define_asset_job("inaturalist_checks", selection=dg.AssetSelection.checks_for_assets(
-            inaturalist_observations), partitions_def=sla.partitions_def("inaturalist"))
+            inaturalist_observations))
         only_checks = dg.Definitions(assets=[inaturalist_observations], asset_checks=checks, jobs=[job],
                                      resources=resources).resolve_job_def("inaturalist_checks")
 

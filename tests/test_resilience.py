@@ -14,6 +14,7 @@ import pytest
 from mindex.status import collect_status
 from mycosoft_assets.serving import RECOVERY_SOURCE_TAG, SERVED_FROM_TAG, SOURCE_ERROR_TAG
 from sensors.resilience import (
+    HEAL_TIMEOUT_S,
     ApiHealth,
     ResilienceState,
     contiguous,
@@ -109,6 +110,14 @@ def test_a_run_that_fails_on_the_api_is_served_from_cache_then_healed(platform, 
     version = int(ResilienceState.load(second.cursor).cached[next(iter(state.cached))].since)
     assert heal.run_key.endswith(f":{version}") and heal.run_key.startswith("heal:inaturalist_sync:")
     assert tick(defs, instance, "inaturalist", healed.cursor).run_requests == []  # requested once
+    # A heal run that died without healing is requested again after HEAL_TIMEOUT_S, under a new run key (Dagster
+    # would drop a repeated one); that run is the one executed below.
+    stalled = ResilienceState.load(healed.cursor)
+    for cached in stalled.cached.values():
+        cached.heal_requested_at -= HEAL_TIMEOUT_S + 1
+    retried = tick(defs, instance, "inaturalist", stalled.dump())
+    assert [r.run_key for r in retried.run_requests] == [f"{heal.run_key}:retry1"]
+    healed = retried
     assert run(defs, instance, "inaturalist_sync", heal.tags).success
     after_tick = tick(defs, instance, "inaturalist", healed.cursor)
     assert ResilienceState.load(after_tick.cursor).cached == {}
@@ -197,3 +206,71 @@ def test_the_instance_runs_one_recovery_run_per_source_and_fallbacks_in_process(
         job = defs.resolve_job_def(f"{source}_fallback")
         assert job.executor_def.name == dg.in_process_executor.name
         assert job.tags[SERVED_FROM_TAG] == "cache"
+
+
+def test_a_fallback_never_loads_a_snapshot_that_failed_a_blocking_check(platform, replay, fixtures_dir, data_dir):
+    """NWS alerts (unpartitioned): the feed drifts (a field every message had is gone), schema_drift blocks MINDEX;
+    then the API goes down. The outage's failed run only plans the checks, yet the fallback still sees the failed
+    verdict and refuses the drifted snapshot: MINDEX keeps the last good alerts."""
+    import copy
+
+    import sqlalchemy as sa
+
+    defs, instance = platform
+    assert run(defs, instance, "nws_alerts_sync", {}).success
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'mindex.sqlite'}")
+
+    def alerts() -> tuple[int, int]:
+        with engine.connect() as conn:
+            return (conn.execute(sa.text("SELECT COUNT(*) FROM nws_alert_messages")).scalar(),
+                    conn.execute(sa.text("SELECT COUNT(*) FROM nws_active_alerts")).scalar())
+
+    before = alerts()
+    assert before == (623, 621)
+    feed = json.loads((fixtures_dir / "nws" / "ruthanno_alerts_active_national_2025-03-17T16-08Z.json").read_text())
+    drifted_features = copy.deepcopy(feed["features"][:50])
+    for feature in drifted_features:
+        feature.pop("type")
+    replay.source_object("nws").set_active(drifted_features)
+    drifted = run(defs, instance, "nws_alerts_sync", {})
+    assert not drifted.success and failure_cause(instance, drifted.run_id) is None
+    replay.set_fault("nws", "down")
+    outage = run(defs, instance, "nws_alerts_sync", {})
+    assert failure_cause(instance, outage.run_id).startswith("SourceUnreachable")
+
+    served = run(defs, instance, "nws_alerts_fallback", {SOURCE_ERROR_TAG: "SourceUnreachable: nws"})
+    assert not served.success
+    failure = next(e for e in served.all_events if e.is_step_failure).event_specific_data.user_failure_data
+    assert failure.metadata["refused_partitions"].value == ["snapshot: schema_drift"]
+    assert alerts() == before
+    engine.dispose()
+
+
+def test_a_server_s_wait_is_waited_out_after_a_failed_run_and_a_503_probe(platform, replay):
+    """A run that failed on a 429 carrying Retry-After: 3600 gets its fallback, and the API is not probed again
+    before the hour is up; a probe answered 503 with Retry-After waits that long too (no hammering)."""
+    defs, instance = platform
+    tags = refresh_tags("inaturalist", datetime.now(UTC), instance)
+    assert run(defs, instance, "inaturalist_sync", tags).success
+    first = tick(defs, instance, "inaturalist", None)
+    replay.set_fault("inaturalist", "rate_limit", retry_after=3600)
+    failed = run(defs, instance, "inaturalist_sync", tags)
+    assert failure_cause(instance, failed.run_id).endswith("[retry after 3600 s]")
+    before = len(replay.request_log("inaturalist"))
+    second = tick(defs, instance, "inaturalist", first.cursor)
+    assert [r.job_name for r in second.run_requests] == ["inaturalist_fallback"]
+    health = ResilienceState.load(second.cursor).health["inaturalist"]
+    assert health.state == "rate_limited" and health.next_probe_at - health.since >= 3600
+    tick(defs, instance, "inaturalist", second.cursor)
+    assert len(replay.request_log("inaturalist")) == before  # no probe inside the server's hour
+
+    from mycosoft_assets.resources import build_resources
+    from mycosoft_assets.sla import API_PROBES
+    from sensors.resilience import probe
+
+    replay.set_fault("gbif", "http_5xx", status=503, count=1, retry_after=600)
+    state, _, error, wait = probe(build_resources(resolved=True)["gbif"], API_PROBES["gbif"])
+    assert (state, wait) == ("down", 600.0) and error.startswith("ServerError")
+    health = ApiHealth(state="up")
+    update_health(health, (state, 1.0, error, wait), 1000.0, interval=30)
+    assert health.next_probe_at == 1600.0

@@ -44,7 +44,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "body": DEFAULT_RATE_LIMIT_BODY,
         "content_type": None,
     },
-    "http_5xx": {"status": 503, "count": 3, "body": None},
+    "http_5xx": {"status": 503, "count": 3, "body": None, "retry_after": None},
     "problem_json": {
         "status": 503,
         "type": DEFAULT_PROBLEM_TYPE,
@@ -140,9 +140,10 @@ def fault_response(fault: Fault) -> tuple[int, bytes, str, dict[str, str]] | Non
     if fault.kind == "http_5xx":
         status = p["status"]
         body = p["body"] if p["body"] is not None else {"status": status, "error": _phrase(status)}
+        headers = {} if p["retry_after"] is None else {"Retry-After": str(p["retry_after"])}
         if isinstance(body, str):
-            return status, body.encode("utf-8"), "text/plain; charset=utf-8", {}
-        return status, _json_bytes(body), "application/json", {}
+            return status, body.encode("utf-8"), "text/plain; charset=utf-8", headers
+        return status, _json_bytes(body), "application/json", headers
     if fault.kind == "problem_json":
         status = p["status"]
         problem_type = p["type"]

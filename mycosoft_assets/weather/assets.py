@@ -128,7 +128,10 @@ def weather_forecasts(context: dg.AssetExecutionContext, config: WeatherConfig, 
                 except (ApiError, RecordRejected) as exc:
                     context.log.warning(f"{label}: {exc}")
                     errors[label] = describe_error(exc)
-                    first_error = first_error or exc
+                    # The run's error is the first API error when there is one: that is what the resilience
+                    # sensor serves from cache (a RecordRejected alone is a data problem, not an outage).
+                    if first_error is None or (isinstance(exc, ApiError) and not isinstance(first_error, ApiError)):
+                        first_error = exc
                     continue
                 writer.write(pa.RecordBatch.from_pylist(rows, schema=FORECAST_SCHEMA))
                 stats.rows_written += len(rows)
